@@ -1,0 +1,16 @@
+"Run every notebook in `nbs/` as a test, exactly as `nbdev-test` does (same flags, same IN_TEST)."
+from pathlib import Path
+import pytest
+from nbdev.config import get_config
+from nbdev.test import test_nb
+
+cfg = get_config()
+notebooks = sorted(p for p in cfg.nbs_path.glob('*.ipynb') if not p.name.startswith('_'))
+skip_flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags)
+
+@pytest.mark.parametrize('nb', notebooks, ids=[p.stem for p in notebooks])
+def test_notebook(nb, monkeypatch):
+    monkeypatch.chdir(cfg.nbs_path)
+    ok, secs = test_nb(nb, skip_flags=skip_flags, basepath=cfg.config_path, cell_timeout=cfg.cell_timeout)
+    print(f'{nb.name}: {secs:.0f}s')
+    assert ok, f'{nb.name} failed (its traceback is printed above)'
