@@ -1,0 +1,54 @@
+"""The prompt explorer in a real browser: Voilà serves `tests/explorer_app.ipynb` (a `PromptExplorer` on a tiny
+random-weight model) on localhost, headless Chromium types a prompt, clicks Generate and waits for the images.
+A screenshot goes to `test-results/explorer.png`; the server is shut down afterwards.
+"""
+import os, signal, subprocess, sys, time, urllib.error, urllib.request
+from pathlib import Path
+import pytest
+from browser import ROOT, RESULTS, chromium_page, free_port
+
+APP = ROOT/'tests'/'explorer_app.ipynb'
+
+@pytest.fixture
+def voila_url(tmp_path):
+    "Start Voilà on a free localhost port serving the explorer app; yield its URL; stop it (and its kernel)."
+    port = free_port()
+    log = open(tmp_path/'voila.log', 'w')
+    cmd = [sys.executable, '-m', 'voila', str(APP), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
+           '--show_tracebacks=True', '--VoilaConfiguration.http_keep_alive_timeout=120']
+    env = {**os.environ, 'IN_TEST': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '2'}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f'http://127.0.0.1:{port}/'
+    try:
+        for _ in range(300):  # the server itself starts in seconds; the notebook runs once a page asks for it
+            if proc.poll() is not None: pytest.fail(f'Voilà exited ({proc.returncode}):\n{(tmp_path/"voila.log").read_text()[-3000:]}')
+            try: urllib.request.urlopen(url + 'voila/static/', timeout=2)
+            except urllib.error.HTTPError: break  # any HTTP answer means the server is up
+            except OSError: time.sleep(0.2)
+            else: break
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # Voilà and the kernel it started
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+        log.close()
+        print((tmp_path/'voila.log').read_text()[-2000:])
+
+def test_explorer_generates_in_chromium(voila_url):
+    RESULTS.mkdir(exist_ok=True)
+    with chromium_page(viewport=(1100, 900)) as page:
+        page.goto(voila_url, timeout=150_000)
+        prompt = page.locator('textarea')
+        prompt.wait_for(state='visible', timeout=150_000)  # Voilà has run the notebook: the explorer is on screen
+        generate = page.locator('button', has_text='Generate')
+        prompt.fill('a large red circle on the left')
+        generate.click()
+        page.wait_for_selector('text=/2 images in/', timeout=60_000)
+        sizes = page.eval_on_selector_all('img', 'els => els.filter(e => e.complete).map(e => [e.naturalWidth, e.width])')
+        result_images = [s for s in sizes if s[0] == 32 and s[1] == 128]  # 32 px images shown at 128 px
+        assert len(result_images) == 2, f'expected 2 generated images, got {sizes}'
+        assert page.locator('.t2i-error').count() == 0, page.locator('.t2i-error').first.inner_text()
+        history = page.locator('button', has_text='a large red circle on the left')
+        assert history.count() == 1 and 'seed 0' in history.first.inner_text()
+        assert generate.is_enabled()
+        page.screenshot(path=str(RESULTS/'explorer.png'), full_page=True)
