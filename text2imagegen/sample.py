@@ -246,7 +246,7 @@ def sweep_figure(results:dict, # {parameter value: list of `Generated`}, one col
     "A figure with one column per parameter value, prompts as rows and the time per image under each column."
     columns = list(results)
     nrows = len(results[columns[0]])
-    fig, axs = plt.subplots(nrows, len(columns), figsize=(1.3 * len(columns) + 1.2, 1.3 * nrows + 0.5), squeeze=False)
+    fig, axs = plt.subplots(nrows, len(columns), figsize=(1.3 * len(columns) + 1.2, 1.3 * nrows + 0.5), dpi=72, squeeze=False)
     for j, value in enumerate(columns):
         for i, g in enumerate(results[value]):
             axs[i, j].imshow(g.image, interpolation="nearest"); axs[i, j].set_xticks([]); axs[i, j].set_yticks([])
