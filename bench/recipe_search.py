@@ -1,0 +1,164 @@
+"""Recipe search for the offline default: train candidate recipes to equal numbers of images seen and score them.
+
+    python bench/recipe_search.py --recipes baseline,attn8 --images 20000,40000,80000
+    python bench/recipe_search.py --list                 # the candidate recipes
+
+Every recipe is data (`RECIPES`): TrainConfig fields, UNet overrides and the training mix of scene kinds. Each one is
+trained with `text2imagegen.train` (the real loop) for a fixed number of optimizer steps, the EMA model is saved when
+given numbers of images have been seen, and each snapshot is scored with the adherence benchmark (fixed prompts and
+seeds). Quality is compared against images seen (independent of CPU contention); speed is measured separately with
+`--speed` (training images/s of each recipe, interleaved, so the ratios hold on a busy machine) to turn images into minutes.
+Results are appended to `bench/results/recipes.jsonl` and tabulated in `bench/results/recipes.csv`.
+"""
+from __future__ import annotations
+import csv, json, os, sys, time
+from pathlib import Path
+
+import torch
+from fastcore.script import call_parse
+
+import text2imagegen.train as T
+from text2imagegen.data import ShapesWorld
+from text2imagegen.evaluate import load_judge
+from text2imagegen.model import build_pipeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_quality import score_point, train_with_snapshots
+
+TINY_ATTN_8_AND_4 = dict(  # cross-attention at 8x8 and 4x4 (the preset has it only at 4x4 and in the mid block)
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+
+RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "kind_weights": train mix}
+    "baseline": {},  # issue 7's measured single-object recipe, as TrainConfig / UNET_PRESETS["tiny"] have it
+    "attn8": {"unet": TINY_ATTN_8_AND_4},
+    "mix_hard": {"kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
+    "attn8_mix": {"unet": TINY_ATTN_8_AND_4, "kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
+    "lr3e-3": {"config": {"lr": 3e-3}},
+    "batch64": {"config": {"batch_size": 64}},
+    "wide96": {"unet": {"block_out_channels": (96, 96, 96), "attention_head_dim": 6}},
+    "attn8_heads8": {"unet": {**TINY_ATTN_8_AND_4, "attention_head_dim": 8}},
+    "ema995": {"config": {"ema_decay": 0.995}},
+}
+
+
+def _tuples(d:dict) -> dict:
+    "JSON lists back to the tuples diffusers configs use."
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def install_recipe(recipe:dict):
+    "Make `text2imagegen.train` build this recipe's UNet and draw its mix of scene kinds (patches, undone by `uninstall`)."
+    unet, kind_weights = _tuples(recipe.get("unet", {})), recipe.get("kind_weights")
+    saved = (T.make_pipeline, T.shapes_images)
+
+    def make_pipeline(config):
+        if config.preset != "tiny" or not unet: return saved[0](config)
+        torch.manual_seed(config.seed)
+        return build_pipeline("tiny", text_encoder=config.text_encoder, prediction_type=config.prediction_type,
+                              resolution=config.resolution, seed=config.seed, **unet)
+
+    def shapes_images(config, split, n):
+        if split != "train" or kind_weights is None: return saved[1](config, split, n)
+        world = ShapesWorld(config.resolution, seed=config.seed, split=split, length=max(n, 1), kind_weights=kind_weights)
+        images, captions, _ = world.render_pool(n, progress=n >= 2000)
+        return T.ImageSet(images, [[c] for c in captions])
+
+    T.make_pipeline, T.shapes_images = make_pipeline, shapes_images
+    return saved
+
+
+def uninstall(saved): T.make_pipeline, T.shapes_images = saved
+
+
+def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int, per_category:int, n_per_prompt:int,
+               categories, guidance:list, batch_size:int|None=None) -> list:
+    "Train `recipe` to max(images) images seen with snapshots at `images`; score each snapshot. One row per (snapshot, guidance, category)."
+    cfg = {**dict(max_minutes=None, num_threads=threads, val_every=10**9, checkpoint_every=10**9, output_dir=str(out / name)),
+           **recipe.get("config", {})}
+    per_step = cfg.get("batch_size", T.TrainConfig.batch_size)
+    cfg["max_steps"] = -(-max(images) // per_step)
+    saved = install_recipe(recipe)
+    t0 = time.time()
+    try: trained = train_with_snapshots(T.TrainConfig(**cfg), images=[m for m in images if m < max(images)])
+    finally: uninstall(saved)
+    wall = time.time() - t0
+    rows = []
+    for p in trained["points"]:
+        for r in score_point(p["path"], guidance, judge, n_per_prompt, per_category, categories):
+            rows.append(dict(recipe=name, images_seen=p["images_seen"], step=p["step"], **r,
+                             train_images_per_s=trained["timing"]["images_per_s_median"], load_avg=os.getloadavg()[0]))
+        print(f"{name} @ {p['images_seen']} images: " + ", ".join(f"{r['category']} {r['score']:.2f}" for r in rows
+                                                                  if r["images_seen"] == p["images_seen"] and r["guidance"] == guidance[0]), flush=True)
+    print(f"{name}: trained {trained['points'][-1]['images_seen']} images in {wall / 60:.1f} min (load avg {os.getloadavg()[0]:.1f})")
+    return rows
+
+
+def speed_test(names:list, threads:int, seconds:float=20, rounds:int=3) -> dict:
+    "Training images/s of each recipe's UNet and batch, measured interleaved (round-robin) so contention hits all alike."
+    torch.set_num_threads(threads)
+    models = {}
+    for n in names:
+        r = RECIPES[n]
+        pipe = build_pipeline("tiny", **_tuples(r.get("unet", {})))
+        pipe.unet.train()
+        bs = r.get("config", {}).get("batch_size", T.TrainConfig.batch_size)
+        opt = torch.optim.AdamW(pipe.unet.parameters(), 1e-4)
+        models[n] = (pipe, opt, bs, [0, 0.0])
+    sched = T.noise_scheduler(next(iter(models.values()))[0])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(rounds):
+        for n, (pipe, opt, bs, acc) in models.items():
+            x0 = torch.randn(bs, 12, 16, 16, generator=g); h = torch.randn(bs, 32, 384, generator=g); p = torch.randn(bs, 384, generator=g)
+            t_end, k, t0 = time.time() + seconds / rounds, 0, time.time()
+            while time.time() < t_end:
+                loss = T.batch_loss(pipe, pipe.unet, sched, x0, h, p, torch.randn_like(x0), torch.randint(0, 1000, (bs,)), 5.0)
+                loss.backward(); opt.step(); opt.zero_grad(); k += 1
+            acc[0] += k * bs; acc[1] += time.time() - t0
+    base = models[names[0]][3]
+    res = {n: {"images_per_s": a[0] / a[1], "ratio_to_" + names[0]: (a[0] / a[1]) / (base[0] / base[1]),
+               "params_M": sum(q.numel() for q in pipe.unet.parameters()) / 1e6} for n, (pipe, _, _, a) in models.items()}
+    return res
+
+
+@call_parse
+def main(
+    recipes:str="baseline,attn8", # Comma-separated names of RECIPES
+    images:str="16000,32000", # Images seen at which to score (the run stops at the largest)
+    threads:int=1, # CPU threads (1 avoids OpenMP oversubscription on a shared machine)
+    per_category:int=20, # First n prompts of each benchmark category
+    n_per_prompt:int=1, # Benchmark images per prompt
+    categories:str="single,held-out,relation,counting", # Benchmark categories
+    guidance:str="1", # Guidance scales
+    out:str="bench/results/recipes", # Folder for runs; results go to bench/results/recipes.jsonl / .csv
+    speed:bool=False, # Only measure training images/s of the recipes (interleaved) and exit
+    speed_seconds:float=30, # Seconds per recipe for --speed
+    list:bool=False, # Print the recipes and exit
+):
+    "Train and score candidate recipes at equal images seen."
+    names = [n.strip() for n in recipes.split(",") if n.strip()]
+    if list: print(json.dumps(RECIPES, indent=1, default=str)); return
+    bad = [n for n in names if n not in RECIPES]
+    if bad: raise ValueError(f"Unknown recipes {bad}; accepted: {tuple(RECIPES)}")
+    results = Path("bench/results"); results.mkdir(parents=True, exist_ok=True)
+    if speed:
+        load0 = os.getloadavg()[0]
+        res = speed_test(names, threads, speed_seconds)
+        rec = {"kind": "speed", "threads": threads, "load_avg": [load0, os.getloadavg()[0]], "time": time.strftime("%H:%M UTC", time.gmtime()), "results": res}
+        with open(results / "recipes_speed.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec, indent=1)); print(f"appended to {results / 'recipes_speed.jsonl'}")
+        return
+    torch.set_num_threads(threads)
+    judge = load_judge()
+    marks = sorted(int(float(x)) for x in images.split(","))
+    for n in names:
+        rows = run_recipe(n, RECIPES[n], marks, Path(out), judge, threads, per_category, n_per_prompt,
+                          [c.strip() for c in categories.split(",")], [float(g) for g in guidance.split(",")])
+        with open(results / "recipes.jsonl", "a") as f:
+            for r in rows: f.write(json.dumps({**r, "recipe_def": RECIPES[n]}, default=str) + "\n")
+    all_rows = [json.loads(l) for l in open(results / "recipes.jsonl")]
+    keys = ["recipe", "images_seen", "step", "guidance", "steps", "category", "score", "passed", "n", "ci_lo", "ci_hi",
+            "train_images_per_s", "load_avg"]
+    with open(results / "recipes.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore"); w.writeheader(); w.writerows(all_rows)
+    print(f"results: {results / 'recipes.jsonl'}, {results / 'recipes.csv'}; runs in {out}")
