@@ -16,7 +16,7 @@ def voila_url(tmp_path):
     log = open(tmp_path/'voila.log', 'w')
     cmd = [sys.executable, '-m', 'voila', str(APP), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
            '--show_tracebacks=True', '--VoilaConfiguration.http_keep_alive_timeout=120']
-    env = {**os.environ, 'IN_TEST': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '2'}
+    env = {**os.environ, 'IN_TEST': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f'http://127.0.0.1:{port}/'
     try:

@@ -2,7 +2,7 @@
 
 `nbdev-docs` renders the docs with Quarto. Quarto cannot be installed everywhere, so this script builds
 the same pages with what pip gives us: nbdev processes the notebooks exactly as it does for Quarto
-(`nbdev.serve.proc_nbs`: front matter, `show_doc` API entries for every exported symbol, cross-reference
+(`nbdev.processors.FilterDefaults`, as `nbdev-proc-nbs` does: front matter, `show_doc` API entries for every exported symbol, cross-reference
 links, hidden cells removed), and nbconvert renders each processed notebook to static HTML. Every page
 gets a sidebar listing the notebooks in the order of `nbs/sidebar.yml`; stored outputs (sample grids,
 loss curves, tables) are embedded in the pages, and other files under `nbs/` (e.g. `nbs/images/`) are
@@ -11,7 +11,7 @@ copied next to them.
 Usage (from the repository root):
 
     python tools/build_site.py            # writes _site/, prints where
-    python tools/build_site.py --out /tmp/site --force
+    python tools/build_site.py --out /tmp/site
 """
 from __future__ import annotations
 import argparse, html, json, os, re, shutil, sys, time
@@ -42,14 +42,18 @@ def sidebar_notebooks(
     existing = sorted(p.name for p in nbs_path.glob('*.ipynb') if not p.name.startswith('_'))
     return [o for o in listed if o in existing] + [o for o in existing if o not in listed]
 
-def process_notebooks(
-    nbs_path:Path, # The notebooks folder
-    force:bool=False, # Reprocess every notebook, ignoring nbdev's cache
-    n_workers:int=2, # Parallel workers (each imports the library once)
-) -> Path: # nbdev's `_proc` folder holding the processed notebooks
-    "Run nbdev's docs processing (the step `nbdev-proc-nbs` and `nbdev-docs` run before Quarto)."
-    from nbdev.serve import proc_nbs
-    return proc_nbs(str(nbs_path), n_workers=n_workers, force=force)
+def process_notebook(
+    path:Path, # A notebook in `nbs/`
+) -> nbformat.NotebookNode: # The notebook as nbdev prepares it for Quarto
+    """nbdev's docs processing of one notebook (what `nbdev-proc-nbs` does before Quarto renders it): front matter,
+    `show_doc` API entries for exported symbols, cross-reference links, hidden cells and directives handled."""
+    from fastcore.nbio import read_nb, nb2str
+    from nbdev.processors import FilterDefaults
+    nb = read_nb(path)
+    os.environ['IN_TEST'] = '1'  # as nbdev's processing workers do
+    try: FilterDefaults()(nb)
+    finally: os.environ.pop('IN_TEST', None)
+    return nbformat.reads(nb2str(nb), as_version=4)
 
 def _directives(src:str) -> tuple[dict, str]:
     "Split the leading `#| key: value` lines of a cell from the rest of its source."
@@ -73,6 +77,11 @@ def _frontmatter(nb) -> dict:
         if c.cell_type == 'raw' and c.source.strip().startswith('---'):
             return yaml.safe_load(c.source.strip().strip('-')) or {}
     return {}
+
+def _heading(nb) -> str|None:
+    "The first level-1 markdown heading of an unprocessed notebook (its title when nbdev could not process it)."
+    for c in nb.cells:
+        if c.cell_type == 'markdown' and (m := re.match(r'#\s+(.+)', c.source.strip())): return m.group(1).strip()
 
 def _widget_note(output):
     "Replace a live widget output (needs a kernel) by a short note; keep its plain-text fallback out."
@@ -110,7 +119,10 @@ def _exporter() -> HTMLExporter:
     c.HTMLExporter.anchor_link_text = '#'
     c.TagRemovePreprocessor.enabled = True
     c.TagRemovePreprocessor.remove_input_tags = {'hide_input'}
-    return HTMLExporter(config=c, template_name='basic')
+    exporter = HTMLExporter(config=c, template_name='basic')
+    # the template passes highlighted code through bleach (`clean_html`), by far the slowest step; these are our own notebooks
+    exporter.register_filter('clean_html', lambda html_text: html_text)
+    return exporter
 
 def _css() -> str:
     "Page style: a fixed sidebar, readable text width, boxed API entries, code highlighting."
@@ -154,19 +166,23 @@ def _fix_links(body:str, doc_url:str, pages:dict[str,str]) -> str:
 
 def build_site(
     out:str|Path|None=None, # Output folder (default: `_site/` in the repository root)
-    force:bool=False, # Reprocess every notebook, ignoring nbdev's cache
-    n_workers:int=2, # Workers for nbdev's notebook processing
 ) -> Path: # The output folder; open `index.html`
     "Process the notebooks with nbdev and render them, with a sidebar, to a static HTML site."
     cfg = get_config()
     nbs, out = cfg.nbs_path, Path(out or cfg.config_path/'_site')
     os.chdir(cfg.config_path)  # nbdev's processors expect to run from the project root
-    proc = process_notebooks(nbs, force=force, n_workers=n_workers)
-    names = sidebar_notebooks(nbs)
-    nbs_read = {n: nbformat.read(proc/n, as_version=4) for n in names if (proc/n).exists()}
+    nbs_read, failed = {}, {}
+    for n in sidebar_notebooks(nbs):
+        t0 = time.time()
+        try: nbs_read[n] = process_notebook(nbs/n)
+        except Exception as e:  # report, and still build the other pages
+            failed[n] = f'{type(e).__name__}: {e}'
+            print(f'ERROR: nbdev could not process {n} for the docs (the same error stops `nbdev-docs`):\n{failed[n]}\n', file=sys.stderr)
+            nbs_read[n] = nbformat.read(nbs/n, as_version=4)
+        print(f'  processed {n} in {time.time()-t0:.1f}s')
     fms = {n: _frontmatter(nb) for n, nb in nbs_read.items()}
     pages = {n: fms[n].get('output-file') or nbpath2html(n).name for n in nbs_read}
-    titles = {n: str(fms[n].get('title') or Path(n).stem) for n in nbs_read}
+    titles = {n: str(fms[n].get('title') or _heading(nbs_read[n]) or Path(n).stem) for n in nbs_read}
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     for f in nbs.rglob('*'):  # images and other files the notebooks link to (nbdev copies them the same way)
@@ -185,14 +201,14 @@ def build_site(
         page = _page(titles[n], str(fms[n].get('description') or ''), _fix_links(body, doc_url, pages), nav, site_title)
         (out/pages[n]).write_text(page, encoding='utf-8')
     print(f'Offline docs site: {len(nbs_read)} pages in {out} (open {out/"index.html"})')
+    if failed: raise RuntimeError(f'nbdev failed to process {", ".join(failed)} (see above); their pages lack API entries')
     return out
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=None, help='Output folder (default: _site/ in the repository root)')
-    ap.add_argument('--force', action='store_true', help="Reprocess every notebook, ignoring nbdev's cache")
-    ap.add_argument('--workers', type=int, default=2, help="Workers for nbdev's notebook processing")
     a = ap.parse_args()
     t0 = time.time()
-    build_site(a.out, force=a.force, n_workers=a.workers)
+    try: build_site(a.out)
+    except RuntimeError as e: sys.exit(f'{e}')
     print(f'Built in {time.time()-t0:.1f}s')
