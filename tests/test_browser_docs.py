@@ -85,3 +85,15 @@ def test_every_page_in_chromium(site):
                 page.screenshot(path=str(RESULTS/f'docs-{Path(name).stem}.png'), full_page=True)
     assert not problems, '\n'.join(problems)
     assert (RESULTS/'docs-index.png').stat().st_size > 0 and (RESULTS/'docs-train.png').stat().st_size > 0
+
+def test_readme_images_work_on_github_and_site(site):
+    """The README shows the sample grid and loss curve of the offline default run (committed under `nbs/images/`):
+    its relative image paths exist from the repository root (GitHub), and index.ipynb's paths exist on the site."""
+    readme = (ROOT/'README.md').read_text()
+    found = re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)|<img [^>]*src="([^"]+)"', readme)  # markdown or HTML images
+    rel = [p for pair in found for p in pair if p and not re.match(r'^[a-z]+:', p)]
+    for p in rel: assert (ROOT/p).is_file(), f'README image {p} does not exist in the repository (broken on GitHub)'
+    for name in ('sample_grid.png', 'loss_curve.png'):
+        assert f'nbs/images/{name}' in rel, f'README does not show nbs/images/{name} (from ![...](images/{name}) in index.ipynb)'
+        assert f'src="images/{name}"' in (site/'index.html').read_text(), f'the home page does not show images/{name}'
+        assert (site/'images'/name).is_file()
