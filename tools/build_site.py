@@ -63,6 +63,12 @@ def _directives(src:str) -> tuple[dict, str]:
         lines.pop(0)
     return d, '\n'.join(lines).strip('\n')
 
+_re_link_attrs = re.compile(r'(\[[^\]]*\]\([^)\s]*\))\{[^}\n]*\}')
+
+def _quarto_md(md:str) -> str:
+    "Plain markdown from Quarto markdown: fenced divs become HTML divs, link attributes (`[source](url){target=...}`) go."
+    return _re_link_attrs.sub(r'\1', _fences_to_divs(md))
+
 def _fences_to_divs(md:str) -> str:
     "Turn Quarto fenced divs (`::: {.callout-note}` ... `:::`) into HTML divs."
     def _sub(m):
@@ -95,13 +101,15 @@ def clean_for_html(nb) -> None:
         if c.cell_type == 'raw': continue  # front matter, rendered as the page header
         if c.cell_type == 'markdown':
             if not c.source.strip() or _re_fence.fullmatch(c.source.strip()): continue
-            c.source = _fences_to_divs(c.source)
+            c.source = _quarto_md(c.source)
         if c.cell_type == 'code':
             d, c.source = _directives(c.source)
             if d.get('include') == 'false' or d.get('eval') == 'false' and not c.get('outputs'): continue
             if d.get('output') == 'false': c.outputs = []
             if d.get('echo') == 'false': c.source = ''
             c.outputs = [_widget_note(o) if WIDGET_VIEW in o.get('data', {}) else o for o in c.get('outputs', [])]
+            for o in c.outputs:  # show_doc entries are markdown outputs
+                if 'text/markdown' in o.get('data', {}): o.data['text/markdown'] = _quarto_md(o.data['text/markdown'])
             if not c.source and not c.outputs: continue
             if not c.source: c.metadata.setdefault('tags', []).append('hide_input')
         for k in set(c) - _CELL_KEYS: del c[k]  # nbdev's bookkeeping (e.g. `has_sd`) is not valid nbformat
@@ -138,7 +146,7 @@ p.description{font-size:1.15rem;color:#555} .jp-RenderedHTMLCommon img, img{max-
 .output_area pre{background:none} table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:.2rem .5rem}
 blockquote{margin:0;padding:.3rem 1rem;background:#f8f9fa;border-left:3px solid #2780e3}
 .widget-note{color:#666;font-style:italic} .anchor-link{visibility:hidden;margin-left:.3rem} :hover>.anchor-link{visibility:visible}
-footer{margin-top:3rem;color:#888;font-size:.85rem}
+footer{margin-top:3rem;color:#888;font-size:.85rem} hr + p:has(> a:only-child){float:right;font-size:smaller;margin:0}
 '''
 
 def _page(title, description, body, nav, site_title) -> str:
