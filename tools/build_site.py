@@ -170,7 +170,7 @@ def _fix_links(body:str, doc_url:str, pages:dict[str,str]) -> str:
     def _nb(m):
         name, frag = m.group(2), m.group(3) or ''
         return f'{m.group(1)}{pages.get(name, nbpath2html(name).name)}{frag}"'
-    return re.sub(r'(href=")(?!https?:)([^"#/]+\.ipynb)(#[^"]*)?"', _nb, body)
+    return re.sub(r'(href=")(?:\./)?([^":#/]+\.ipynb)(#[^"]*)?"', _nb, body)
 
 def build_site(
     out:str|Path|None=None, # Output folder (default: `_site/` in the repository root)
