@@ -1,5 +1,6 @@
 """The prompt explorer in a real browser: Voilà serves `tests/explorer_app.ipynb` (a `PromptExplorer` on a tiny
-random-weight model) on localhost, headless Chromium types a prompt, clicks Generate and waits for the images.
+random-weight model) on localhost, headless Chromium types a prompt, clicks Generate and waits for the images,
+then restores the settings from the history.
 A screenshot goes to `test-results/explorer.png`; the server is shut down afterwards.
 """
 import os, signal, subprocess, sys, time, urllib.error, urllib.request
@@ -52,3 +53,6 @@ def test_explorer_generates_in_chromium(voila_url):
         assert history.count() == 1 and 'seed 0' in history.first.inner_text()
         assert generate.is_enabled()
         page.screenshot(path=str(RESULTS/'explorer.png'), full_page=True)
+        prompt.fill('a small blue square')  # clicking the history entry brings the settings back
+        history.first.click()
+        page.wait_for_function('() => document.querySelector("textarea").value === "a large red circle on the left"', timeout=20_000)
