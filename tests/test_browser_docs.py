@@ -69,7 +69,7 @@ def test_every_page_in_chromium(site):
             url = base + name
             resp = page.goto(url, wait_until='load')
             assert resp and resp.status == 200, f'{url}: HTTP {resp and resp.status}'
-            text = page.inner_text('main')
+            text = page.inner_text('main .cells')  # the notebook's own content: no title, sidebar or footer
             if len(text.strip()) < 40: problems.append(f'{name}: blank page ({text!r})')
             imgs = page.eval_on_selector_all('img', 'els => els.map(e => [e.getAttribute("src").slice(0, 80), e.complete && e.naturalWidth > 0])')
             problems += [f'{name}: image does not decode: {src}' for src, ok in imgs if not ok]

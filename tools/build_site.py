@@ -157,7 +157,9 @@ def _page(title, description, body, nav, site_title) -> str:
 <title>{html.escape(title)} – {html.escape(site_title)}</title><link rel="stylesheet" href="site.css"></head>
 <body><nav class="sidebar"><div class="site-title"><a href="index.html">{html.escape(site_title)}</a></div>{nav}</nav>
 <main><h1 class="title">{html.escape(title)}</h1>{desc}
+<div class="cells">
 {body}
+</div>
 <footer>Built offline from the notebooks by <code>tools/build_site.py</code> (nbdev processing + nbconvert).</footer></main>
 </body></html>
 '''
