@@ -11,11 +11,12 @@ seeds). Quality is compared against images seen (independent of CPU contention);
 Results are appended to `bench/results/recipes.jsonl` and tabulated in `bench/results/recipes.csv`.
 """
 from __future__ import annotations
-import csv, json, os, sys, time
+import csv, hashlib, json, os, sys, time
 from pathlib import Path
 
 import torch
 from fastcore.script import call_parse
+from safetensors.torch import load_file, save_file
 
 import text2imagegen.train as T
 from text2imagegen.data import ShapesWorld
@@ -39,6 +40,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "wide96": {"unet": {"block_out_channels": (96, 96, 96), "attention_head_dim": 6}},
     "attn8_heads8": {"unet": {**TINY_ATTN_8_AND_4, "attention_head_dim": 8}},
     "ema995": {"config": {"ema_decay": 0.995}},
+    "batch16": {"config": {"batch_size": 16}},  # twice the optimizer steps per image seen
 }
 
 
@@ -47,10 +49,31 @@ def _tuples(d:dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+CACHE = Path(os.environ.get("T2I_CACHE") or Path.home() / ".cache" / "text2imagegen") / "recipe_search"
+
+
+def _key(*parts) -> str: return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CachedCaptions(T.CaptionCache):
+    "`CaptionCache` whose embeddings are kept on disk between recipes (same captions, same frozen encoder)."
+    def __init__(self, pipe, captions, batch_size=256, dtype=torch.float16):
+        caps = list(dict.fromkeys([""] + list(captions)))
+        path = CACHE / f"captions-{_key(caps, pipe.text_encoder.config.name_or_path, str(dtype))}.safetensors"
+        if path.is_file():
+            d = load_file(str(path))
+            self.captions, self.hidden, self.pooled = caps, d["hidden"], d.get("pooled")
+            self.index = {c: i for i, c in enumerate(caps)}
+            return
+        super().__init__(pipe, captions, batch_size, dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"hidden": self.hidden, **({} if self.pooled is None else {"pooled": self.pooled})}, str(path))
+
+
 def install_recipe(recipe:dict):
     "Make `text2imagegen.train` build this recipe's UNet and draw its mix of scene kinds (patches, undone by `uninstall`)."
     unet, kind_weights = _tuples(recipe.get("unet", {})), recipe.get("kind_weights")
-    saved = (T.make_pipeline, T.shapes_images)
+    saved = (T.make_pipeline, T.shapes_images, T.CaptionCache)
 
     def make_pipeline(config):
         if config.preset != "tiny" or not unet: return saved[0](config)
@@ -59,16 +82,21 @@ def install_recipe(recipe:dict):
                               resolution=config.resolution, seed=config.seed, **unet)
 
     def shapes_images(config, split, n):
-        if split != "train" or kind_weights is None: return saved[1](config, split, n)
-        world = ShapesWorld(config.resolution, seed=config.seed, split=split, length=max(n, 1), kind_weights=kind_weights)
+        weights = kind_weights if split == "train" else None
+        path = CACHE / f"pool-{_key(config.resolution, config.seed, split, n, weights)}"
+        if (path / "images.safetensors").is_file():
+            return T.ImageSet(load_file(str(path / "images.safetensors"))["images"], json.loads((path / "captions.json").read_text()))
+        world = ShapesWorld(config.resolution, seed=config.seed, split=split, length=max(n, 1), kind_weights=weights)
         images, captions, _ = world.render_pool(n, progress=n >= 2000)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({"images": images}, str(path / "images.safetensors")); (path / "captions.json").write_text(json.dumps([[c] for c in captions]))
         return T.ImageSet(images, [[c] for c in captions])
 
-    T.make_pipeline, T.shapes_images = make_pipeline, shapes_images
+    T.make_pipeline, T.shapes_images, T.CaptionCache = make_pipeline, shapes_images, CachedCaptions
     return saved
 
 
-def uninstall(saved): T.make_pipeline, T.shapes_images = saved
+def uninstall(saved): T.make_pipeline, T.shapes_images, T.CaptionCache = saved
 
 
 def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int, per_category:int, n_per_prompt:int,
@@ -158,7 +186,7 @@ def main(
             for r in rows: f.write(json.dumps({**r, "recipe_def": RECIPES[n]}, default=str) + "\n")
     all_rows = [json.loads(l) for l in open(results / "recipes.jsonl")]
     keys = ["recipe", "images_seen", "step", "guidance", "steps", "category", "score", "passed", "n", "ci_lo", "ci_hi",
-            "train_images_per_s", "load_avg"]
+            "train_images_per_s", "load_avg", "clauses"]
     with open(results / "recipes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore"); w.writeheader(); w.writerows(all_rows)
     print(f"results: {results / 'recipes.jsonl'}, {results / 'recipes.csv'}; runs in {out}")
