@@ -2,7 +2,7 @@
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
-from nbdev.test import test_nb
+from nbdev.test import test_nb as run_notebook
 
 cfg = get_config()
 notebooks = sorted(p for p in cfg.nbs_path.glob('*.ipynb') if not p.name.startswith('_'))
@@ -11,6 +11,6 @@ skip_flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(c
 @pytest.mark.parametrize('nb', notebooks, ids=[p.stem for p in notebooks])
 def test_notebook(nb, monkeypatch):
     monkeypatch.chdir(cfg.nbs_path)
-    ok, secs = test_nb(nb, skip_flags=skip_flags, basepath=cfg.config_path, cell_timeout=cfg.cell_timeout)
+    ok, secs = run_notebook(nb, skip_flags=skip_flags, basepath=cfg.config_path, cell_timeout=cfg.cell_timeout)
     print(f'{nb.name}: {secs:.0f}s')
     assert ok, f'{nb.name} failed (its traceback is printed above)'
