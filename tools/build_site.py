@@ -141,7 +141,7 @@ nav.sidebar{position:fixed;top:0;left:0;bottom:0;width:230px;overflow-y:auto;bac
 nav.sidebar a{display:block;padding:.25rem .5rem;color:#2c3e50;text-decoration:none;border-radius:4px}
 nav.sidebar a.active{background:#2780e3;color:#fff} nav.sidebar .site-title{font-weight:700;font-size:1.2rem;margin-bottom:1rem}
 main{margin-left:262px;max-width:960px;padding:1rem 2rem 4rem}
-p.description{font-size:1.15rem;color:#555} .jp-RenderedHTMLCommon img, img{max-width:100%}
+.description p{font-size:1.15rem;color:#555} .jp-RenderedHTMLCommon img, img{max-width:100%}
 .input_area, pre{background:#f8f9fa;border-radius:4px;padding:.4rem .6rem;overflow-x:auto}
 .output_area pre{background:none} table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:.2rem .5rem}
 blockquote{margin:0;padding:.3rem 1rem;background:#f8f9fa;border-left:3px solid #2780e3}
@@ -151,7 +151,8 @@ footer{margin-top:3rem;color:#888;font-size:.85rem} hr + p:has(> a:only-child){f
 
 def _page(title, description, body, nav, site_title) -> str:
     "Wrap a rendered notebook body into a standalone HTML page with the sidebar."
-    desc = f'<p class="description">{html.escape(description)}</p>' if description else ''
+    import mistune  # nbconvert's markdown renderer; descriptions may hold `code` and links
+    desc = f'<div class="description">{mistune.html(description)}</div>' if description else ''
     return f'''<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)} – {html.escape(site_title)}</title><link rel="stylesheet" href="site.css"></head>
