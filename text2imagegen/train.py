@@ -1,5 +1,4 @@
-"""Train a text-conditioned diffusion model with `accelerate`: cached text embeddings and latents, caption
-dropout for classifier-free guidance, min-SNR weighting, EMA, validation, atomic checkpoints and exact resume.
+"""Train a text-conditioned diffusion model with `accelerate`: cached text embeddings and latents, caption dropout for classifier-free guidance, min-SNR weighting, EMA, validation, atomic checkpoints and exact resume.
 
 Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
