@@ -41,6 +41,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "attn8_heads8": {"unet": {**TINY_ATTN_8_AND_4, "attention_head_dim": 8}},
     "ema995": {"config": {"ema_decay": 0.995}},
     "batch16": {"config": {"batch_size": 16}},  # twice the optimizer steps per image seen
+    "attn8_b16": {"unet": TINY_ATTN_8_AND_4, "config": {"batch_size": 16}},
 }
 
 
@@ -122,6 +123,21 @@ def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int,
     return rows
 
 
+def rescore_runs(name:str, out:Path, judge, per_category:int, n_per_prompt:int, categories, guidance:list) -> list:
+    "Score every snapshot and the final model of a finished recipe run (images seen = step x batch size)."
+    run = out / name
+    bs = json.loads((run / "config.json").read_text())["batch_size"]
+    folders = sorted((run / "snapshots").glob("step_*")) + [f for f in [run / "model"] if (f / "model_index.json").is_file()]
+    log = T.read_log(run / "log.csv")
+    rows = []
+    for f in folders:
+        step = int(f.name.split("_")[1]) if f.name.startswith("step_") else int(log[-1]["step"])
+        for r in score_point(str(f), guidance, judge, n_per_prompt, per_category, categories):
+            rows.append(dict(recipe=name, images_seen=step * bs, step=step, **r, load_avg=os.getloadavg()[0]))
+        print(f"{name} @ {step * bs} images: " + ", ".join(f"{r['category']} {r['score']:.2f} {r['clauses']}" for r in rows if r["step"] == step), flush=True)
+    return rows
+
+
 def speed_test(names:list, threads:int, seconds:float=20, rounds:int=3) -> dict:
     "Training images/s of each recipe's UNet and batch, measured interleaved (round-robin) so contention hits all alike."
     torch.set_num_threads(threads)
@@ -159,6 +175,7 @@ def main(
     categories:str="single,held-out,relation,counting", # Benchmark categories
     guidance:str="1", # Guidance scales
     out:str="bench/results/recipes", # Folder for runs; results go to bench/results/recipes.jsonl / .csv
+    rescore:bool=False, # Only (re)score the saved snapshots and models of the recipes' runs in --out
     speed:bool=False, # Only measure training images/s of the recipes (interleaved) and exit
     speed_seconds:float=30, # Seconds per recipe for --speed
     list:bool=False, # Print the recipes and exit
@@ -180,10 +197,13 @@ def main(
     judge = load_judge()
     marks = sorted(int(float(x)) for x in images.split(","))
     for n in names:
-        rows = run_recipe(n, RECIPES[n], marks, Path(out), judge, threads, per_category, n_per_prompt,
+        if rescore:
+            rows = rescore_runs(n, Path(out), judge, per_category, n_per_prompt, [c.strip() for c in categories.split(",")],
+                                [float(g) for g in guidance.split(",")])
+        else: rows = run_recipe(n, RECIPES[n], marks, Path(out), judge, threads, per_category, n_per_prompt,
                           [c.strip() for c in categories.split(",")], [float(g) for g in guidance.split(",")])
         with open(results / "recipes.jsonl", "a") as f:
-            for r in rows: f.write(json.dumps({**r, "recipe_def": RECIPES[n]}, default=str) + "\n")
+            for r in rows: f.write(json.dumps({**r, "recipe_def": RECIPES[n], "rescored": rescore}, default=str) + "\n")
     all_rows = [json.loads(l) for l in open(results / "recipes.jsonl")]
     keys = ["recipe", "images_seen", "step", "guidance", "steps", "category", "score", "passed", "n", "ci_lo", "ci_hi",
             "train_images_per_s", "load_avg", "clauses"]
