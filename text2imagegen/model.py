@@ -344,6 +344,7 @@ def __call__(self:Text2ImagePipeline,
     pooled = None if pooled is None else pooled.to(device)
 
     self.scheduler.set_timesteps(num_inference_steps, device=device)
+    if hasattr(self.scheduler, "set_begin_index"): self.scheduler.set_begin_index(0)  # repeated top timesteps (Karras sigmas) must not shift the step index
     if latents is None: latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
     elif tuple(latents.shape) != shape: raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
     latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
