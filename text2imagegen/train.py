@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import contextlib, csv, inspect, json, math, os, shutil, time, warnings
+import contextlib, csv, json, math, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
@@ -306,10 +306,6 @@ def diffusion_loss(pred:torch.Tensor, # the UNet's output
     return (per_sample if weight is None else per_sample * weight).mean()
 
 # %% ../nbs/02_train.ipynb #6c6fdcdb
-def _predict(pipe, unet, x_t, t, hidden, pooled):
-    if "unet" in inspect.signature(pipe.predict).parameters: return pipe.predict(x_t, t, hidden, pooled, unet=unet)
-    return unet(x_t, t, encoder_hidden_states=hidden, class_labels=pooled if pipe.config.get("pooled_text") else None).sample
-
 def batch_loss(pipe, # the pipeline (for `predict`)
                unet, # the UNet to train (possibly wrapped by accelerate)
                scheduler, # the DDPM noise scheduler
@@ -322,7 +318,7 @@ def batch_loss(pipe, # the pipeline (for `predict`)
               ) -> torch.Tensor:
     "The training loss of one batch: noise x0 to `timesteps`, predict, compare with the target."
     x_t = scheduler.add_noise(x0, noise, timesteps)
-    pred = _predict(pipe, unet, x_t, timesteps, hidden, pooled)
+    pred = pipe.predict(x_t, timesteps, hidden, pooled, unet=unet)  # the wrapped UNet, so gradients are shared across processes
     weight = min_snr_weight(scheduler, timesteps, min_snr_gamma) if min_snr_gamma else None
     return diffusion_loss(pred, training_target(scheduler, x0, noise, timesteps), weight)
 
