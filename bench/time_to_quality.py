@@ -12,7 +12,7 @@ against minutes and images seen), and prints training images/s and sampling seco
 Wall-clock numbers are only comparable when nothing else runs on the machine: the load average is recorded.
 """
 from __future__ import annotations
-import csv, json, os, platform, sys, time
+import csv, json, os, platform, time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -21,7 +21,7 @@ T_PROCESS = time.time()  # `t2i-train`'s clock starts with the process; imports 
 import torch
 from fastcore.script import call_parse
 
-from text2imagegen.evaluate import ADHERENCE_PROMPTS, ADHERENCE_TARGETS, adherence_benchmark, load_judge, write_adherence_report
+from text2imagegen.evaluate import ADHERENCE_TARGETS, adherence_benchmark, load_judge, write_adherence_report
 from text2imagegen.model import load_pipeline
 from text2imagegen.train import Trainer, TrainConfig, read_log
 
@@ -200,7 +200,6 @@ def main(
     minutes = minutes or TrainConfig.max_minutes
     config = TrainConfig(**{**dict(max_minutes=minutes, num_threads=threads, output_dir=str(out / "run")), **overrides})
     load_start = os.getloadavg()
-    t_before = time.time()
     trained = train_with_snapshots(config, minutes=[m for m in floats(points) if m < minutes])
     load_train = os.getloadavg()
     trained["timing"]["imports_s"] = T_IMPORTS - T_PROCESS  # paid by `t2i-train` before its trainer starts (not in train_wall_s)

@@ -7,7 +7,7 @@ Screenshots of the home page and the training page go to `test-results/`.
 """
 import re, subprocess, sys, time, urllib.request
 from pathlib import Path
-from urllib.parse import urljoin, urldefrag
+from urllib.parse import urldefrag
 import pytest
 from browser import ROOT, RESULTS, chromium_page, serve_folder
 

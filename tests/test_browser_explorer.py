@@ -4,7 +4,6 @@ then restores the settings from the history.
 A screenshot goes to `test-results/explorer.png`; the server is shut down afterwards.
 """
 import os, signal, subprocess, sys, time, urllib.error, urllib.request
-from pathlib import Path
 import pytest
 from browser import ROOT, RESULTS, chromium_page, free_port
 

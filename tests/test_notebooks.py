@@ -1,5 +1,4 @@
 "Run every notebook in `nbs/` as a test, exactly as `nbdev-test` does (same flags, same IN_TEST)."
-from pathlib import Path
 import pytest
 from nbdev.config import get_config
 from nbdev.test import test_nb as run_notebook

@@ -14,7 +14,7 @@ Usage (from the repository root):
     python tools/build_site.py --out /tmp/site
 """
 from __future__ import annotations
-import argparse, html, json, os, re, shutil, sys, time
+import argparse, html, os, re, shutil, sys, time
 from pathlib import Path
 
 import yaml, nbformat
