@@ -7,8 +7,8 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 # %% auto #0
 __all__ = ['SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER', 'UNET_PRESETS',
            'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'minilm_path', 'TextEncoder', 'make_unet',
-           'make_scheduler', 'Text2ImagePipeline', 'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer',
-           'tiny_sd_pipeline']
+           'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels', 'build_pipeline', 'load_pipeline',
+           'tiny_clip_tokenizer', 'tiny_sd_pipeline']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import importlib.util, inspect, json, warnings
@@ -137,9 +137,9 @@ UNET_PRESETS = {
     "tiny": dict(
         sample_size=16, in_channels=12, out_channels=12,  # 32x32x3 pixels, pixel-unshuffled by 2
         block_out_channels=(64, 64, 64), layers_per_block=2,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # cross-attention at 8x8 and 4x4
         mid_block_type="UNetMidBlock2DCrossAttn",
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=4,  # diffusers' name for the number of heads: 4 heads of 16 channels
         cross_attention_dim=384,  # the text encoder's width (MiniLM); `make_unet` sets it from the actual encoder
         norm_num_groups=32, class_embed_type="projection", resnet_time_scale_shift="scale_shift"),
@@ -211,13 +211,14 @@ class Text2ImagePipeline(DiffusionPipeline):
                  vae=None,             # Frozen `AutoencoderKL` for latent space; None: pixel space
                  pixel_shuffle=1,      # Pixel-unshuffle factor in pixel space (1 = none)
                  pooled_text=False,    # Feed the pooled prompt embedding to the UNet as `class_labels`
+                 coord_channels=False, # Append x and y coordinate channels to the UNet's input
                  sample_defaults=None, # {"guidance_scale", "scheduler", "steps"} that sample best with this model
                 ):
         super().__init__()
         for frozen in (text_encoder, vae):
             if frozen is not None: frozen.requires_grad_(False).eval()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
-        self.register_to_config(pixel_shuffle=int(pixel_shuffle), pooled_text=bool(pooled_text),
+        self.register_to_config(pixel_shuffle=int(pixel_shuffle), pooled_text=bool(pooled_text), coord_channels=bool(coord_channels),
                                 sample_defaults=dict(sample_defaults or {}))
 
 # %% ../nbs/01_model.ipynb #6933c0f2
@@ -257,7 +258,7 @@ def model_space_shape(self:Text2ImagePipeline, height:int, width:int) -> tuple:
     "Shape `(C, h, w)` of one image of `height`×`width` pixels in model space."
     for name, v in (("height", height), ("width", width)):
         if v % self.size_multiple: raise ValueError(f"{name}={v} must be a multiple of {self.size_multiple} for this model")
-    return (self.unet.config.in_channels, height // self.size_multiple, width // self.size_multiple)
+    return (self.unet.config.out_channels, height // self.size_multiple, width // self.size_multiple)
 
 # %% ../nbs/01_model.ipynb #7362f896
 @patch
@@ -289,6 +290,13 @@ def from_model_space(self:Text2ImagePipeline, x0:torch.Tensor) -> torch.Tensor:
     return images.clamp(-1, 1)
 
 # %% ../nbs/01_model.ipynb #62a9e932
+def coordinate_channels(x:torch.Tensor, # a model-space batch (B, C, h, w)
+                       ) -> torch.Tensor:
+    "(B, 2, h, w): each position's x and y in [-1, 1] (left/top = -1), in `x`'s dtype and device."
+    b, _, h, w = x.shape
+    ys, xs = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype), torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy")).expand(b, 2, h, w)
+
 @patch
 def predict(self:Text2ImagePipeline,
              x_t:torch.Tensor,          # Noisy model-space batch (B, C, h, w)
@@ -299,6 +307,7 @@ def predict(self:Text2ImagePipeline,
             ) -> torch.Tensor:
     "The model's prediction (noise or velocity, per the scheduler config): the one place the UNet is called."
     class_labels = pooled if self.config.pooled_text else None
+    if self.config.get("coord_channels"): x_t = torch.cat([x_t, coordinate_channels(x_t)], 1)
     return (self.unet if unet is None else unet)(x_t, t, encoder_hidden_states=hidden, class_labels=class_labels).sample
 
 # %% ../nbs/01_model.ipynb #0b59c19d
@@ -375,10 +384,11 @@ def _tensor_to_pil(images):
 
 # %% ../nbs/01_model.ipynb #faa63c28
 PIPELINE_PRESETS = {
-    "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, pooled_text=True,
-                 scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
-                 # measured on Shapes: guidance hurts at this scale (see 02_train); training overwrites these
-                 sample_defaults=dict(guidance_scale=1.0, scheduler="dpm++2m", steps=20)),
+    "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, pooled_text=True, coord_channels=True,
+                 # "trailing": sampling starts at the last timestep (pure noise), not 50 steps short of it
+                 scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing"),
+                 # measured on the full Shapes world with bench/time_to_quality.py (see 02_train)
+                 sample_defaults=dict(guidance_scale=3.0, scheduler="dpm++2m", steps=20)),
     "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, pooled_text=False,
                  scheduler=dict(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                 steps_offset=1),
@@ -400,6 +410,7 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
                    beta_schedule:str|None=None,   # Noise schedule; None: the preset's
                    resolution:int|None=None,      # Image size in pixels; None: the preset's
                    pixel_shuffle:int|None=None,   # Pixel-unshuffle factor (pixel space only); None: the preset's
+                   coord_channels:bool|None=None, # Append x/y coordinate channels to the UNet's input; None: the preset's
                    sample_defaults:dict|None=None,# Sampling defaults saved with the model; None: the preset's
                    seed:int=0,                    # Seed of the random UNet weights
                    **unet_overrides,              # UNet2DConditionModel config values, e.g. block_out_channels=(32,64,64)
@@ -414,7 +425,8 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     resolution = resolution or p["resolution"]
     if resolution % (scale*r): raise ValueError(f"resolution={resolution} must be a multiple of {scale*r}")
     channels = vae.config.latent_channels if vae is not None else 3*r*r
-    unet_config = dict(sample_size=resolution // (scale*r), in_channels=channels, out_channels=channels, **unet_overrides)
+    coords = p.get("coord_channels", False) if coord_channels is None else bool(coord_channels)
+    unet_config = dict(sample_size=resolution // (scale*r), in_channels=channels + 2*coords, out_channels=channels, **unet_overrides)
     if not p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection": unet_config["class_embed_type"] = None
     torch.manual_seed(seed)
     unet = make_unet(p["unet"], text_encoder.dim, **unet_config)
@@ -422,7 +434,7 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
                         **({"beta_schedule": beta_schedule} if beta_schedule else {})}
     return Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**scheduler_config),
                               text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer, vae=vae,
-                              pixel_shuffle=r, pooled_text=p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection",
+                              pixel_shuffle=r, coord_channels=coords, pooled_text=p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection",
                               sample_defaults=sample_defaults or p["sample_defaults"])
 
 # %% ../nbs/01_model.ipynb #d6a42321
@@ -430,7 +442,7 @@ _SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None,
               "requires_safety_checker": False}
 
 def _is_sd_architecture(pipe) -> bool:
-    return pipe.vae is not None and pipe.config.pixel_shuffle == 1 and not pipe.config.pooled_text
+    return pipe.vae is not None and pipe.config.pixel_shuffle == 1 and not pipe.config.pooled_text and not pipe.config.coord_channels
 
 @patch
 def save_pretrained(self:Text2ImagePipeline,
