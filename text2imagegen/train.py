@@ -1,4 +1,4 @@
-"""Train a text-conditioned diffusion model with `accelerate`: cached text embeddings and latents, caption dropout for classifier-free guidance, min-SNR weighting, EMA, validation, atomic checkpoints and exact resume.
+"""Train a text-conditioned diffusion model with `accelerate`: cached text embeddings and latents, caption dropout for classifier-free guidance, optional min-SNR weighting, EMA, validation, atomic checkpoints and exact resume.
 
 Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import contextlib, csv, json, math, os, shutil, time, warnings
+import contextlib, csv, json, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
@@ -18,23 +18,23 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from fastcore.basics import patch
-from fastcore.script import call_parse, bool_arg, store_true
+from fastcore.script import call_parse, store_true
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 
 from .data import (ShapesWorld, ImageTransform, load_captioned, split_by_image,
-                                pick_caption, drop_captions, tensor_to_pil)
+                                pick_caption, drop_captions)
 from .model import build_pipeline, load_pipeline
 from .sample import generate, image_grid
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'DEFAULT_VAL_PROMPTS', 'LOG_COLUMNS', 'CALIBRATION_STEPS',
-           'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline', 'noise_scheduler', 'freeze_encoders',
-           'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images', 'CaptionCache',
-           'encode_images', 'epoch_order', 'batch_indices', 'step_generator', 'training_target', 'min_snr_weight',
-           'diffusion_loss', 'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints',
-           'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve',
-           'Trainer', 'unseen_prompts', 'train', 't2i_train']
+           'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline', 'noise_scheduler',
+           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
+           'CaptionCache', 'encode_images', 'epoch_order', 'batch_indices', 'step_generator', 'training_target',
+           'min_snr_weight', 'diffusion_loss', 'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically',
+           'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log',
+           'plot_loss_curve', 'Trainer', 'unseen_prompts', 'train', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -74,7 +74,7 @@ class TrainConfig:
     caption_dropout:float=0.1 # probability of training a caption as the empty prompt (classifier-free guidance)
     ema_decay:float=0.999 # largest EMA decay (0: no EMA)
     ema_power:float=0.75 # EMA warmup: decay ramps as 1 - (1 + step) ** -power
-    min_snr_gamma:float|None=5.0 # min-SNR-gamma loss weighting (None or 0: plain MSE)
+    min_snr_gamma:float|None=None # min-SNR-gamma loss weighting, e.g. 5 (None or 0: plain MSE)
     prediction_type:str="v_prediction" # `epsilon` or `v_prediction`
     mixed_precision:str="no" # `no`, `fp16` or `bf16`
     cache_latents:bool|None=None # cache model-space images (VAE latents) once (None: whenever the transform is deterministic)
@@ -425,7 +425,7 @@ def plot_loss_curve(log_path:Path, # a run's log.csv
                     png_path:Path|None=None, # where to save the figure (None: only return it)
                    ):
     "Training loss (raw and smoothed) and validation loss against the global step."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     rows = read_log(log_path)
     steps, loss = np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
     smooth, avg = [], 0.0
@@ -456,6 +456,7 @@ class Trainer:
         self.setup_training()
         self.step, self.micro_batch, self.total_steps = 0, 0, self.planned_steps()
         if config.resume: self.resume()
+        self.timed = self.total_steps is None  # only a time budget: the total is measured as the run goes
 
 # %% ../nbs/02_train.ipynb #43537d1c
 @patch
@@ -497,6 +498,7 @@ def make_lr_scheduler(self:Trainer, total:int|None, last_step:int=0):
 
 # %% ../nbs/02_train.ipynb #97fae39b
 CALIBRATION_STEPS = 20  # steps timed before a time-budgeted run fixes its total
+RECALIBRATE_EVERY = 100  # steps between re-measurements of the total (validation and saving included)
 FINAL_RESERVE_S = 30 # seconds kept for validation, samples and saving at the end of a time-budgeted run
 
 @patch
@@ -694,7 +696,7 @@ def fit(self:Trainer) -> Path:
         dt = time.perf_counter() - t0
         speed = dt if speed is None else 0.9 * speed + 0.1 * dt
         if self.step == first: t_first = time.time()  # the first step is slow (warm-up); time the ones after it
-        if self.total_steps is None and self.step - first >= CALIBRATION_STEPS:
+        if self.timed and self.step - first >= CALIBRATION_STEPS and (self.total_steps is None or self.step % RECALIBRATE_EVERY == 0):
             self.calibrate((time.time() - t_first) / (self.step - first)); bar.total = self.total_steps; bar.refresh()
         self.after_step(loss, images_per_step / speed, last=self.done())
         bar.update(); bar.set_postfix(loss=f"{loss:.4f}", images_per_s=f"{images_per_step / speed:.0f}")
