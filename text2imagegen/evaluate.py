@@ -13,13 +13,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastcore.script import call_parse
+from fastcore.script import call_parse, store_true
 from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, HELD_OUT, SCENE_KINDS,
-                                ShapesWorld, caption_for, render, pil_to_tensor, tensor_to_pil)
+from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
+                                ShapesWorld, caption_for, render, pil_to_tensor)
 
 # %% auto #0
 __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHERENCE_PROMPTS', 'ADHERENCE_TARGETS',
@@ -29,11 +29,11 @@ __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHE
            'judge_clauses', 'parse_spec', 'adherence_prompts', 'judge_ceiling', 'ceiling_line', 'save_judge',
            'read_judge', 'cache_dir', 'judge_cache_path', 'load_judge', 'wilson_interval', 'benchmark_seeds',
            'summarise', 'adherence_benchmark', 'adherence_table', 'failure_figure', 'write_adherence_report',
-           'JudgeFeatures', 'InceptionFeatures', 'inception_features', 'as_unit_tensor', 'extract_features',
-           'fid_from_features', 'fid_bootstrap', 'kid_from_features', 'inception_score_from_logits', 'precision_recall',
-           'density_coverage', 'get_extractor', 'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss',
-           'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart',
-           'evaluate_run', 't2i_eval']
+           'choose_sample_defaults', 'save_sample_defaults', 'JudgeFeatures', 'InceptionFeatures', 'inception_features',
+           'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap', 'kid_from_features',
+           'inception_score_from_logits', 'precision_recall', 'density_coverage', 'get_extractor',
+           'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss', 'shapes_validation_loss',
+           'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart', 'evaluate_run', 't2i_eval']
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -674,6 +674,51 @@ def write_adherence_report(report:dict, # from `adherence_benchmark`
     fig = failure_figure(report); fig.savefig(paths["failures"], dpi=90); plt.close(fig)
     return paths
 
+# %% ../nbs/04_evaluate.ipynb #5d1e0a02
+def choose_sample_defaults(pipeline, # a `Text2ImagePipeline`
+                           guidance=(1.0, 2.0, 3.0, 4.0), # guidance scales to try
+                           schedulers=(None,), # sampler names to try (None: the model's own)
+                           steps=(None,), # step counts to try (None: the model's own)
+                           n_per_prompt:int=1, # benchmark images per prompt
+                           per_category:int|None=20, # first n prompts of each category (None: all 60)
+                           seed:int=1, # benchmark seed (reports use 0)
+                           judge:ShapesJudge|None=None, # the judge (None: `load_judge()`)
+                           progress:bool=True, # progress bar over the settings
+                          ) -> tuple:
+    "Adherence at every (guidance, sampler, steps): the best as a `sample_defaults` dict, and one row per try."
+    judge = judge or load_judge()
+    tries = [(g, sch, st) for g in guidance for sch in schedulers for st in steps]
+    rows = []
+    for g, sch, st in (progress_bar(tries) if progress else tries):
+        rep = adherence_benchmark(pipeline, n_per_prompt, seed, judge, per_category=per_category, progress=False,
+                                  guidance_scale=g, scheduler=sch, steps=st)
+        s = rep["settings"]
+        rows.append(dict(guidance_scale=float(s["guidance_scale"]), scheduler=s["scheduler"], steps=int(s["steps"]),
+                         overall=rep["overall"]["score"], **{c: v["score"] for c, v in rep["categories"].items()}))
+    unet_calls = lambda r: r["steps"] * (1 if r["guidance_scale"] == 1 else 2)
+    best = max(rows, key=lambda r: (round(r["overall"], 9), -unet_calls(r)))
+    return {k: best[k] for k in ("guidance_scale", "scheduler", "steps")}, rows
+
+def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline folder
+                         defaults:dict, # {"guidance_scale": float, "scheduler": name, "steps": int}
+                        ) -> Path:
+    "Write `defaults` into the saved pipeline's `model_index.json` (atomically); returns that file."
+    from text2imagegen.sample import SCHEDULERS
+    folder = Path(model_dir)
+    if (folder/"model"/"model_index.json").is_file(): folder = folder/"model"
+    path = folder/"model_index.json"
+    if not path.is_file(): raise FileNotFoundError(f"No saved pipeline in {model_dir}: expected a run folder or a folder with model_index.json")
+    keys = ("guidance_scale", "scheduler", "steps")
+    if set(defaults) != set(keys): raise ValueError(f"sample defaults need exactly the keys {keys}, got {sorted(defaults)}")
+    if defaults["scheduler"] not in SCHEDULERS: raise ValueError(f"Unknown scheduler {defaults['scheduler']!r}; accepted: {', '.join(SCHEDULERS)}")
+    if int(defaults["steps"]) < 1 or float(defaults["guidance_scale"]) < 0:
+        raise ValueError(f"steps must be at least 1 and guidance_scale at least 0, got {defaults}")
+    index = json.loads(path.read_text())
+    index["sample_defaults"] = dict(guidance_scale=float(defaults["guidance_scale"]), scheduler=defaults["scheduler"], steps=int(defaults["steps"]))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(index, indent=2) + "\n"); os.replace(tmp, path)
+    return path
+
 # %% ../nbs/04_evaluate.ipynb #13255040
 class JudgeFeatures(nn.Module):
     "The judge's penultimate layer as a feature extractor: float images in [0, 1] (B, 3, H, W) -> (B, 256)."
@@ -1064,8 +1109,14 @@ def t2i_eval(
     scheduler:str=None,         # Sampler name (default: the model's)
     batch_size:int=64,          # Images per pipeline call
     seed:int=0,                 # Seed of every image and resample
+    choose_defaults:store_true=False, # First measure guidance 1, 2, 3, 4 (benchmark seed 1) and save the best as the model's sample defaults
 ):
     "Evaluate a text-to-image model: prompt adherence (Shapes judge) and distribution metrics; writes reports."
+    if choose_defaults:
+        from text2imagegen.model import load_pipeline
+        best, tried = choose_sample_defaults(load_pipeline(model), judge=read_judge(judge) if judge else None)
+        for r in tried: print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+        print(f"sample defaults {best} saved to {save_sample_defaults(model, best)}")
     res = evaluate_run(model, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split,
                        judge, seed, guidance_scale=guidance_scale, steps=steps, scheduler=scheduler, batch_size=batch_size)
     print(res["table"]); print(res["ceiling"])
