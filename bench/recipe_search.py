@@ -26,12 +26,16 @@ from text2imagegen.model import build_pipeline
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import score_point, train_with_snapshots
 
-TINY_ATTN_8_AND_4 = dict(  # cross-attention at 8x8 and 4x4 (the preset has it only at 4x4 and in the mid block)
+TINY_ATTN_8_AND_4 = dict(  # cross-attention at 8x8 and 4x4 (now the preset's own; it had it only at 4x4 and in the mid block)
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
 
+P4_ATTN_ALL = dict(  # pixel-unshuffle by 4 (32x32x3 -> 8x8x48): cross-attention at 8x8, 4x4 and 2x2
+    pixel_shuffle=4, down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3)
+
 RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "kind_weights": train mix}
-    "baseline": {},  # issue 7's measured single-object recipe, as TrainConfig / UNET_PRESETS["tiny"] have it
+    "baseline": {},  # the current defaults (TrainConfig, UNET_PRESETS["tiny"], PIPELINE_PRESETS["tiny"]); rows in
+                     # results/recipes.jsonl up to attn8_b16 used the earlier default: attention at 4x4 only, min-SNR 5
     "attn8": {"unet": TINY_ATTN_8_AND_4},
     "mix_hard": {"kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
     "attn8_mix": {"unet": TINY_ATTN_8_AND_4, "kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
@@ -42,6 +46,12 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "ema995": {"config": {"ema_decay": 0.995}},
     "batch16": {"config": {"batch_size": 16}},  # twice the optimizer steps per image seen
     "attn8_b16": {"unet": TINY_ATTN_8_AND_4, "config": {"batch_size": 16}},
+    "attn8_plain_v": {"unet": TINY_ATTN_8_AND_4, "config": {"min_snr_gamma": None}},  # unweighted v-MSE: more weight on high noise (layout)
+    "p4_96": {"unet": {**P4_ATTN_ALL, "block_out_channels": (96, 96, 96), "attention_head_dim": 6}},
+    "p4_128": {"unet": {**P4_ATTN_ALL, "block_out_channels": (128, 128, 128), "attention_head_dim": 8}},
+    "p4_128_plain_v": {"unet": {**P4_ATTN_ALL, "block_out_channels": (128, 128, 128), "attention_head_dim": 8},
+                       "config": {"min_snr_gamma": None}},
+    "attn8_lpb1": {"unet": {**TINY_ATTN_8_AND_4, "layers_per_block": 1}},
 }
 
 
@@ -153,7 +163,8 @@ def speed_test(names:list, threads:int, seconds:float=20, rounds:int=3) -> dict:
     g = torch.Generator().manual_seed(0)
     for _ in range(rounds):
         for n, (pipe, opt, bs, acc) in models.items():
-            x0 = torch.randn(bs, 12, 16, 16, generator=g); h = torch.randn(bs, 32, 384, generator=g); p = torch.randn(bs, 384, generator=g)
+            c, side = pipe.unet.config.out_channels, pipe.unet.config.sample_size
+            x0 = torch.randn(bs, c, side, side, generator=g); h = torch.randn(bs, 32, 384, generator=g); p = torch.randn(bs, 384, generator=g)
             t_end, k, t0 = time.time() + seconds / rounds, 0, time.time()
             while time.time() < t_end:
                 loss = T.batch_loss(pipe, pipe.unet, sched, x0, h, p, torch.randn_like(x0), torch.randint(0, 1000, (bs,)), 5.0)
