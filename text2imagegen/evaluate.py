@@ -704,6 +704,7 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
                         ) -> Path:
     "Write `defaults` into the saved pipeline's `model_index.json` (atomically); returns that file."
     from text2imagegen.sample import SCHEDULERS
+    from text2imagegen.train import _write_text  # temp file, fsync, rename
     folder = Path(model_dir)
     if (folder/"model"/"model_index.json").is_file(): folder = folder/"model"
     path = folder/"model_index.json"
@@ -715,8 +716,7 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
         raise ValueError(f"steps must be at least 1 and guidance_scale at least 0, got {defaults}")
     index = json.loads(path.read_text())
     index["sample_defaults"] = dict(guidance_scale=float(defaults["guidance_scale"]), scheduler=defaults["scheduler"], steps=int(defaults["steps"]))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n"); os.replace(tmp, path)
+    _write_text(path, json.dumps(index, indent=2) + "\n")
     return path
 
 # %% ../nbs/04_evaluate.ipynb #13255040

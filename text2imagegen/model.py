@@ -307,7 +307,7 @@ def predict(self:Text2ImagePipeline,
             ) -> torch.Tensor:
     "The model's prediction (noise or velocity, per the scheduler config): the one place the UNet is called."
     class_labels = pooled if self.config.pooled_text else None
-    if self.config.get("coord_channels"): x_t = torch.cat([x_t, coordinate_channels(x_t)], 1)
+    if self.config.coord_channels: x_t = torch.cat([x_t, coordinate_channels(x_t)], 1)
     return (self.unet if unet is None else unet)(x_t, t, encoder_hidden_states=hidden, class_labels=class_labels).sample
 
 # %% ../nbs/01_model.ipynb #0b59c19d
@@ -389,7 +389,7 @@ PIPELINE_PRESETS = {
                  scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing"),
                  # measured on the full Shapes world with bench/time_to_quality.py (see 02_train)
                  sample_defaults=dict(guidance_scale=3.0, scheduler="dpm++2m", steps=20)),
-    "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, pooled_text=False,
+    "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, pooled_text=False, coord_channels=False,
                  scheduler=dict(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                 steps_offset=1),
                  sample_defaults=dict(guidance_scale=7.5, scheduler="dpm++2m", steps=30)),
@@ -425,7 +425,7 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     resolution = resolution or p["resolution"]
     if resolution % (scale*r): raise ValueError(f"resolution={resolution} must be a multiple of {scale*r}")
     channels = vae.config.latent_channels if vae is not None else 3*r*r
-    coords = p.get("coord_channels", False) if coord_channels is None else bool(coord_channels)
+    coords = p["coord_channels"] if coord_channels is None else bool(coord_channels)
     unet_config = dict(sample_size=resolution // (scale*r), in_channels=channels + 2*coords, out_channels=channels, **unet_overrides)
     if not p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection": unet_config["class_embed_type"] = None
     torch.manual_seed(seed)
