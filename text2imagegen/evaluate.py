@@ -680,7 +680,7 @@ def choose_sample_defaults(pipeline, # a `Text2ImagePipeline`
                            schedulers=(None,), # sampler names to try (None: the model's own)
                            steps=(None,), # step counts to try (None: the model's own)
                            n_per_prompt:int=1, # benchmark images per prompt
-                           per_category:int|None=20, # first n prompts of each category (None: all 60)
+                           per_category:int|None=None, # first n prompts of each category (None: all 60; 20 cannot tell guidance 2 from 4)
                            seed:int=1, # benchmark seed (reports use 0)
                            judge:ShapesJudge|None=None, # the judge (None: `load_judge()`)
                            progress:bool=True, # progress bar over the settings

@@ -28,18 +28,19 @@ from .model import build_pipeline, load_pipeline
 from .sample import generate, image_grid
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'DEFAULT_VAL_PROMPTS', 'LOG_COLUMNS', 'CALIBRATION_STEPS',
-           'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline', 'noise_scheduler',
-           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
-           'CaptionCache', 'encode_images', 'epoch_order', 'batch_indices', 'step_generator', 'training_target',
-           'min_snr_weight', 'diffusion_loss', 'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically',
-           'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log',
-           'plot_loss_curve', 'Trainer', 'unseen_prompts', 'train', 't2i_train']
+__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'LOG_COLUMNS',
+           'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline',
+           'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
+           'load_images', 'CaptionCache', 'encode_images', 'epoch_order', 'batch_indices', 'step_generator',
+           'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors',
+           'join_tensors', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'read_log', 'start_log', 'plot_loss_curve', 'Trainer', 'unseen_prompts', 'train', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+TIMESTEP_BIASES = ("none", "later", "earlier")
 DEFAULT_VAL_PROMPTS = ["a large red circle on the left", "a small blue square at the top",
                        "a large yellow triangle in the center", "a large blue circle above a small red square",
                        "a small orange square to the left of a large purple triangle", "three small green squares",
@@ -51,7 +52,7 @@ class TrainConfig:
     "Everything a training run needs; saved as `config.json` in the run folder."
     preset:str="tiny" # UNet preset `tiny` or `sd15`, or a pipeline folder / hub id to fine-tune
     text_encoder:str|None=None # text encoder folder or hub id (None: the preset's default)
-    unet:dict=field(default_factory=dict) # UNet2DConditionModel overrides for a preset, e.g. {"layers_per_block": 1}
+    unet:dict=field(default_factory=dict) # UNet2DConditionModel overrides for a preset, e.g. {"layers_per_block": 2}
     data:str="shapes" # `shapes` (the Shapes world) or any source `load_captioned` reads
     image_column:str|None=None # image column of a data set (None: guessed)
     caption_column:str|None=None # caption column of a data set (None: guessed)
@@ -75,6 +76,9 @@ class TrainConfig:
     ema_decay:float=0.999 # largest EMA decay (0: no EMA)
     ema_power:float=0.75 # EMA warmup: decay ramps as 1 - (1 + step) ** -power
     min_snr_gamma:float|None=None # min-SNR-gamma loss weighting, e.g. 5 (None or 0: plain MSE)
+    timestep_bias:str="later" # `none`, `later` or `earlier`: sample the noisier (later) or cleaner (earlier) timesteps more often
+    timestep_bias_multiplier:float=5.0 # how many times more often the biased timesteps are sampled
+    timestep_bias_portion:float=0.5 # the fraction of the timesteps that is biased
     prediction_type:str="v_prediction" # `epsilon` or `v_prediction`
     mixed_precision:str="no" # `no`, `fp16` or `bf16`
     cache_latents:bool|None=None # cache model-space images (VAE latents) once (None: whenever the transform is deterministic)
@@ -101,6 +105,9 @@ def check_config(self:TrainConfig):
     _check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     _check_choice("crop", self.crop, ("center", "random"))
+    _check_choice("timestep_bias", self.timestep_bias, TIMESTEP_BIASES)
+    if self.timestep_bias_multiplier <= 0: raise ValueError(f"timestep_bias_multiplier must be positive, got {self.timestep_bias_multiplier}")
+    if not 0 < self.timestep_bias_portion < 1: raise ValueError(f"timestep_bias_portion must be in (0, 1), got {self.timestep_bias_portion}")
     if not 0 <= self.caption_dropout <= 1: raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
     if not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
@@ -305,6 +312,19 @@ def diffusion_loss(pred:torch.Tensor, # the UNet's output
     per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
     return (per_sample if weight is None else per_sample * weight).mean()
 
+# %% ../nbs/02_train.ipynb #e572d40c
+def timestep_weights(num_timesteps:int, # the scheduler's training timesteps
+                     bias:str="none", # `none`, `later` (noisier end) or `earlier` (cleaner end)
+                     multiplier:float=1.0, # how many times more often the biased timesteps are drawn
+                     portion:float=0.5, # the fraction of the timesteps that is biased
+                    ) -> torch.Tensor:
+    "Probabilities of drawing each training timestep: `portion` of them, at the `bias` end, `multiplier` times as likely."
+    _check_choice("timestep_bias", bias, TIMESTEP_BIASES)
+    w, k = torch.ones(num_timesteps), round(num_timesteps * portion)
+    if bias == "later": w[num_timesteps - k:] *= multiplier
+    if bias == "earlier": w[:k] *= multiplier
+    return w / w.sum()
+
 # %% ../nbs/02_train.ipynb #6c6fdcdb
 def batch_loss(pipe, # the pipeline (for `predict`)
                unet, # the UNet to train (possibly wrapped by accelerate)
@@ -452,6 +472,8 @@ class Trainer:
         self.originals = frozen_originals(self.pipe) if self.dtype != torch.float32 else {}
         freeze_encoders(self.pipe, self.device, self.dtype)
         self.scheduler = noise_scheduler(self.pipe)
+        self.timestep_weights = timestep_weights(self.scheduler.config.num_train_timesteps, config.timestep_bias,
+                                                 config.timestep_bias_multiplier, config.timestep_bias_portion)
         self.setup_data()
         self.setup_training()
         self.step, self.micro_batch, self.total_steps = 0, 0, self.planned_steps()
@@ -552,7 +574,7 @@ def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
     hidden, pooled = self.captions.lookup(self.caption_ids(idx, epoch, g), self.device, self.dtype)
     x0 = self.model_inputs(idx, epoch)
     noise = torch.randn(x0.shape, generator=g).to(self.device)
-    t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(self.device)
+    t = torch.multinomial(self.timestep_weights, len(idx), replacement=True, generator=g).to(self.device)
     with acc.autocast():
         return batch_loss(self.pipe, self.unet, self.scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma)
 
@@ -750,7 +772,7 @@ def _file_lines(path): return [l.strip() for l in Path(path).read_text().splitli
 def t2i_train(
     preset:str=TrainConfig.preset, # UNet preset `tiny` or `sd15`, or a pipeline folder / hub id to fine-tune
     text_encoder:str=None, # Text encoder folder or hub id (default: the preset's)
-    unet:str=None, # JSON of UNet2DConditionModel overrides for a preset, e.g. '{"layers_per_block": 1}'
+    unet:str=None, # JSON of UNet2DConditionModel overrides for a preset, e.g. '{"layers_per_block": 2}'
     data:str=TrainConfig.data, # `shapes` (the Shapes world) or any source `load_captioned` reads
     image_column:str=None, # Image column of a data set (default: guessed)
     caption_column:str=None, # Caption column of a data set (default: guessed)
@@ -774,6 +796,9 @@ def t2i_train(
     ema_decay:float=TrainConfig.ema_decay, # Largest EMA decay (0: no EMA)
     ema_power:float=TrainConfig.ema_power, # EMA warmup power: decay ramps as 1 - (1 + step) ** -power
     min_snr_gamma:float=TrainConfig.min_snr_gamma, # Min-SNR-gamma loss weighting (0: plain MSE)
+    timestep_bias:str=TrainConfig.timestep_bias, # `none`, `later` (noisier timesteps more often) or `earlier`
+    timestep_bias_multiplier:float=TrainConfig.timestep_bias_multiplier, # How many times more often the biased timesteps are sampled
+    timestep_bias_portion:float=TrainConfig.timestep_bias_portion, # Fraction of the timesteps that is biased
     prediction_type:str=TrainConfig.prediction_type, # `epsilon` or `v_prediction`
     mixed_precision:str=TrainConfig.mixed_precision, # `no`, `fp16` or `bf16`
     cache_latents:str="auto", # Cache VAE latents / model-space images: `auto` (when deterministic), `yes` or `no`
