@@ -165,7 +165,8 @@ def speed_test(names:list, threads:int, seconds:float=20, rounds:int=3) -> dict:
     for _ in range(rounds):
         for n, (pipe, opt, bs, acc) in models.items():
             c, side = pipe.unet.config.out_channels, pipe.unet.config.sample_size
-            x0 = torch.randn(bs, c, side, side, generator=g); h = torch.randn(bs, 32, 384, generator=g); p = torch.randn(bs, 384, generator=g)
+            x0 = torch.randn(bs, c, side, side, generator=g)
+            h, p = pipe.encode_prompt(["a large red circle on the left"] * bs)  # the text context's real shape (20 tokens for MiniLM)
             t_end, k, t0 = time.time() + seconds / rounds, 0, time.time()
             while time.time() < t_end:
                 loss = T.batch_loss(pipe, pipe.unet, sched, x0, h, p, torch.randn_like(x0), torch.randint(0, 1000, (bs,)), 5.0)
