@@ -36,7 +36,8 @@ P4_ATTN_ALL = dict(  # pixel-unshuffle by 4 (32x32x3 -> 8x8x48): cross-attention
 RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "kind_weights": train mix}
     "baseline": {},  # the current defaults (TrainConfig, UNET_PRESETS["tiny"], PIPELINE_PRESETS["tiny"]); rows in
                      # results/recipes.jsonl up to attn8_b16 used the earlier default: attention at 4x4 only, min-SNR 5;
-                     # all rows there predate one block per level, the "later" timestep bias and the 20-token context
+                     # all rows there predate one block per level, the "later" timestep bias, the 20-token context
+                     # and the attention-pooled caption summary (addition_embed_type="text")
     "attn8": {"unet": TINY_ATTN_8_AND_4},
     "mix_hard": {"kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
     "attn8_mix": {"unet": TINY_ATTN_8_AND_4, "kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
