@@ -142,7 +142,8 @@ UNET_PRESETS = {
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=4,  # diffusers' name for the number of heads: 4 heads of 16 channels
         cross_attention_dim=384,  # the text encoder's width (MiniLM); `make_unet` sets it from the actual encoder
-        norm_num_groups=32, class_embed_type="projection", resnet_time_scale_shift="scale_shift"),
+        norm_num_groups=32, resnet_time_scale_shift="scale_shift",
+        addition_embed_type="text", addition_embed_type_num_heads=6),  # attention-pooled prompt summary added to the time embedding
     "sd15": dict(  # unet/config.json of stable-diffusion-v1-5
         sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -384,12 +385,12 @@ def _tensor_to_pil(images):
 
 # %% ../nbs/01_model.ipynb #faa63c28
 PIPELINE_PRESETS = {
-    "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, pooled_text=True, coord_channels=True,
+    "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, coord_channels=True,
                  # "trailing": sampling starts at the last timestep (pure noise), not 50 steps short of it
                  scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing"),
                  # measured on the full Shapes world with bench/time_to_quality.py (see 02_train)
                  sample_defaults=dict(guidance_scale=3.0, scheduler="dpm++2m", steps=20)),
-    "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, pooled_text=False, coord_channels=False,
+    "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, coord_channels=False,
                  scheduler=dict(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                 steps_offset=1),
                  sample_defaults=dict(guidance_scale=7.5, scheduler="dpm++2m", steps=30)),
@@ -427,14 +428,13 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     channels = vae.config.latent_channels if vae is not None else 3*r*r
     coords = p["coord_channels"] if coord_channels is None else bool(coord_channels)
     unet_config = dict(sample_size=resolution // (scale*r), in_channels=channels + 2*coords, out_channels=channels, **unet_overrides)
-    if not p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection": unet_config["class_embed_type"] = None
     torch.manual_seed(seed)
     unet = make_unet(p["unet"], text_encoder.dim, **unet_config)
     scheduler_config = {**p["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {}),
                         **({"beta_schedule": beta_schedule} if beta_schedule else {})}
     return Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**scheduler_config),
                               text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer, vae=vae,
-                              pixel_shuffle=r, coord_channels=coords, pooled_text=p["pooled_text"] and UNET_PRESETS[p["unet"]].get("class_embed_type") == "projection",
+                              pixel_shuffle=r, coord_channels=coords, pooled_text=unet.config.class_embed_type == "projection",
                               sample_defaults=sample_defaults or p["sample_defaults"])
 
 # %% ../nbs/01_model.ipynb #d6a42321
