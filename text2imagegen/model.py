@@ -143,7 +143,7 @@ UNET_PRESETS = {
         attention_head_dim=4,  # diffusers' name for the number of heads: 4 heads of 16 channels
         cross_attention_dim=384,  # the text encoder's width (MiniLM); `make_unet` sets it from the actual encoder
         norm_num_groups=32, resnet_time_scale_shift="scale_shift",
-        addition_embed_type="text", addition_embed_type_num_heads=6),  # attention-pooled prompt summary added to the time embedding
+        addition_embed_type="text"),  # attention-pooled prompt summary added to the time embedding (heads of 64 channels, set by `make_unet`)
     "sd15": dict(  # unet/config.json of stable-diffusion-v1-5
         sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -170,8 +170,11 @@ def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder 
     key = str(preset_or_path)
     if key in UNET_PRESETS:
         config = {**UNET_PRESETS[key], **({} if cross_attention_dim is None else dict(cross_attention_dim=cross_attention_dim)), **overrides}
+        # the text-summary layers are sized to the text encoder's width, like cross-attention
         if config.get("class_embed_type") == "projection":
             config.setdefault("projection_class_embeddings_input_dim", config["cross_attention_dim"])
+        if config.get("addition_embed_type") == "text":
+            config.setdefault("addition_embed_type_num_heads", max(1, config["cross_attention_dim"] // 64))
         return UNet2DConditionModel(**config)
     if not (Path(key).exists() or _is_hub_id(key)):
         raise ValueError(f"Unknown UNet preset {key!r}; accepted: {', '.join(map(repr, UNET_PRESETS))}, a local folder or a hub id 'owner/name'")
