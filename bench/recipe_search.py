@@ -37,7 +37,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "baseline": {},  # the current defaults (TrainConfig, UNET_PRESETS["tiny"], PIPELINE_PRESETS["tiny"]); rows in
                      # results/recipes.jsonl up to attn8_b16 used the earlier default: attention at 4x4 only, min-SNR 5;
                      # all rows there predate one block per level, the "later" timestep bias, the 20-token context
-                     # and the attention-pooled caption summary (addition_embed_type="text")
+                     # and the attention-pooled caption summary (addition_embed_type="text"), and 8 attention heads of 8 channels
     "attn8": {"unet": TINY_ATTN_8_AND_4},
     "mix_hard": {"kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
     "attn8_mix": {"unet": TINY_ATTN_8_AND_4, "kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
@@ -54,6 +54,8 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "p4_128_plain_v": {"unet": {**P4_ATTN_ALL, "block_out_channels": (128, 128, 128), "attention_head_dim": 8},
                        "config": {"min_snr_gamma": None}},
     "attn8_lpb1": {"unet": {**TINY_ATTN_8_AND_4, "layers_per_block": 1}},
+    "heads4": {"unet": {"attention_head_dim": 4}},  # 4 heads of 16 channels: the preset before 8 heads of 8
+    "heads16": {"unet": {"attention_head_dim": 16}},  # 16 heads of 4 channels
 }
 
 

@@ -140,7 +140,7 @@ UNET_PRESETS = {
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # cross-attention at 8x8 and 4x4
         mid_block_type="UNetMidBlock2DCrossAttn",
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=4,  # diffusers' name for the number of heads: 4 heads of 16 channels
+        attention_head_dim=8,  # diffusers' name for the number of heads: 8 heads of 8 channels
         cross_attention_dim=384,  # the text encoder's width (MiniLM); `make_unet` sets it from the actual encoder
         norm_num_groups=32, resnet_time_scale_shift="scale_shift",
         addition_embed_type="text"),  # attention-pooled prompt summary added to the time embedding (heads of 64 channels, set by `make_unet`)
