@@ -56,6 +56,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "attn8_lpb1": {"unet": {**TINY_ATTN_8_AND_4, "layers_per_block": 1}},
     "heads4": {"unet": {"attention_head_dim": 4}},  # 4 heads of 16 channels: the preset before 8 heads of 8
     "heads16": {"unet": {"attention_head_dim": 16}},  # 16 heads of 4 channels
+    "tlpb2": {"unet": {"transformer_layers_per_block": 2}},  # two attention layers per cross-attention block
 }
 
 
