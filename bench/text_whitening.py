@@ -1,7 +1,7 @@
 """Candidate recipe (issue 7): whiten the frozen MiniLM token states before the UNet sees them.
 
-    python bench/text_whitening.py --eps 0.1 --overrides "max_steps=1560" --out bench/results/ttq-whiten-50k   # equal images
-    python bench/text_whitening.py --eps 0.1 --out bench/results/ttq-whiten-budget                           # t2i-train's budget
+    python bench/text_whitening.py --minutes 40 --overrides "max_steps=1560" --out bench/results/ttq-whiten-50k  # equal images
+    python bench/text_whitening.py --out bench/results/ttq-whiten-budget                                   # t2i-train's budget
 
 MiniLM's token states for "on the left" and "on the right" differ by 0.14 of their norm; a colour or shape swap by 0.66.
 The states live in few directions (covariance eigenvalues: top 9, median 0.003), and position words vary along weak
