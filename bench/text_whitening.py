@@ -11,7 +11,7 @@ squared norm), equalises those directions. It is linear and fixed (fitted once b
 frozen and is still the only text understanding; held-out and benchmark captions are never used to fit it.
 
 Not yet in the library: this script patches `Text2ImagePipeline.encode_prompt` for training *and* sampling in one process,
-then runs `time_to_quality.main` (same arguments). Fitting re-renders and re-encodes the training pool; that time is
+then runs `time_to_quality.main` (same arguments). Fitting renders and encodes the training pool once more (the library version would reuse the trainer's); that time is
 taken out of the training budget so start to finish stays within `--minutes`.
 """
 import sys, time
@@ -23,14 +23,12 @@ from fastcore.script import call_parse
 
 sys.path.insert(0, str(Path(__file__).parent))
 import text2imagegen.model as M
-from text2imagegen.data import ShapesWorld
-from text2imagegen.train import TrainConfig
+import text2imagegen.train as T
 
 
 def fit_whitening(pipe, captions:list, eps:float) -> tuple:
     "Mean `(D,)` and ZCA matrix `(D, D)` of the token states of `captions`, eigenvalues floored at `eps` x their mean."
-    with torch.no_grad():
-        h = torch.cat([pipe.encode_prompt(captions[i:i + 256])[0] for i in range(0, len(captions), 256)])
+    h = T.CaptionCache(pipe, captions, dtype=torch.float32).hidden[1:]  # index 0 is the empty prompt the cache adds
     x = h.reshape(-1, h.shape[-1]).double()
     mean = x.mean(0)
     ev, v = torch.linalg.eigh(torch.cov((x - mean).T))
@@ -51,8 +49,8 @@ def main(eps:float=0.1,        # Eigenvalue floor as a fraction of the mean eige
          out:str=None):        # Output folder
     torch.set_num_threads(2)
     pipe = M.build_pipeline("tiny")
-    world = ShapesWorld(TrainConfig.resolution, seed=TrainConfig.seed, split="train", length=TrainConfig.shapes_pool)
-    captions = list(dict.fromkeys(world[i]["caption"] for i in range(len(world))))
+    config = T.TrainConfig()  # the default run's training pool (with --overrides, the run may train on another)
+    captions = list(dict.fromkeys(c for c, in T.shapes_images(config, "train", config.shapes_pool).captions))
     mean, w = fit_whitening(pipe, captions, eps)
     del pipe
     raw = M.Text2ImagePipeline.encode_prompt
@@ -63,5 +61,5 @@ def main(eps:float=0.1,        # Eigenvalue floor as a fraction of the mean eige
     fit_min = (time.time() - T0) / 60
     print(f"fit took {fit_min * 60:.0f} s (taken out of the training budget)")
     import time_to_quality as Q
-    Q.main(minutes=(minutes or TrainConfig.max_minutes) - fit_min, points=points, guidance=guidance,
+    Q.main(minutes=(minutes or T.TrainConfig.max_minutes) - fit_min, points=points, guidance=guidance,
            per_category=per_category, overrides=overrides, out=out)
