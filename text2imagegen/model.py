@@ -6,9 +6,9 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 
 # %% auto #0
 __all__ = ['SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER', 'UNET_PRESETS',
-           'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'minilm_path', 'TextEncoder', 'make_unet',
-           'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels', 'build_pipeline', 'load_pipeline',
-           'tiny_clip_tokenizer', 'tiny_sd_pipeline']
+           'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'minilm_path', 'TextEncoder', 'TextWhitening',
+           'make_unet', 'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels', 'build_pipeline',
+           'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import importlib.util, inspect, json, warnings
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
+from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DConditionModel
+from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.basics import patch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5EncoderModel
@@ -132,6 +133,46 @@ def encode(self:TextEncoder, prompts:str|list): # A prompt or a list of prompts
     "Token hidden states `(B, L, D)` at the fixed max length."
     return self.encode_pooled(prompts)[0]
 
+# %% ../nbs/01_model.ipynb #3e325f43
+class TextWhitening(ModelMixin, ConfigMixin):
+    "A fixed ZCA whitening of token states, `x -> (x - mean) @ matrix`, fitted to training captions (the identity until then)."
+    @register_to_config
+    def __init__(self,
+                 dim:int=384,   # Width D of the token states (the text encoder's)
+                 eps:float=0.1, # Eigenvalue floor, as a fraction of the mean eigenvalue
+                ):
+        super().__init__()
+        if not eps > 0: raise ValueError(f"eps must be positive (a fraction of the mean eigenvalue, e.g. 0.1), got {eps}")
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("matrix", torch.eye(dim))
+        self.register_buffer("n_captions", torch.zeros((), dtype=torch.long))  # captions it was fitted to; 0: not fitted
+
+    @property
+    def fitted(self) -> bool: return bool(self.n_captions)
+
+    def forward(self, hidden:torch.Tensor) -> torch.Tensor: # Token states (..., D)
+        "Whitened token states, in `hidden`'s dtype."
+        return ((hidden.float() - self.mean.float()) @ self.matrix.float()).to(hidden.dtype)
+
+# %% ../nbs/01_model.ipynb #3a4d6439
+@patch
+@torch.no_grad()
+def fit(self:TextWhitening,
+        hidden:torch.Tensor, # Token states of the training captions (N, L, D), one row per unique caption
+       ) -> TextWhitening:
+    "Fit mean and ZCA matrix to every token position of `hidden` (padding too: the UNet sees it); returns self."
+    dim = self.config.dim
+    if hidden.ndim != 3 or hidden.shape[-1] != dim or len(hidden) < 2:
+        raise ValueError(f"TextWhitening({dim}) fits token states of shape (N>=2, L, {dim}); got {tuple(hidden.shape)}")
+    x = hidden.reshape(-1, dim).to(self.mean.device, torch.float64)
+    mean = x.mean(0)
+    ev, v = torch.linalg.eigh(torch.cov((x - mean).T))
+    ev = ev.clamp(min=0)
+    w = v @ torch.diag((ev + self.config.eps * ev.mean()).rsqrt()) @ v.T
+    w *= (x.pow(2).sum(1).mean() / ((x - mean) @ w).pow(2).sum(1).mean()).sqrt()  # keep the mean squared norm
+    self.mean.copy_(mean); self.matrix.copy_(w); self.n_captions.fill_(len(hidden))
+    return self
+
 # %% ../nbs/01_model.ipynb #7dcf1b46
 UNET_PRESETS = {
     "tiny": dict(
@@ -204,8 +245,8 @@ def make_scheduler(prediction_type:str="epsilon",       # "epsilon" (predict the
 # %% ../nbs/01_model.ipynb #d3eeb9b4
 class Text2ImagePipeline(DiffusionPipeline):
     "Text-to-image diffusion: frozen text encoder, UNet in pixel or VAE latent space, noise scheduler."
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["vae"]
+    model_cpu_offload_seq = "text_encoder->text_whitening->unet->vae"
+    _optional_components = ["vae", "text_whitening"]
 
     def __init__(self,
                  unet,                 # `UNet2DConditionModel` denoiser
@@ -213,6 +254,7 @@ class Text2ImagePipeline(DiffusionPipeline):
                  text_encoder,         # Frozen Hugging Face text encoder (MiniLM/BERT, CLIPTextModel, T5 encoder)
                  tokenizer,            # Its tokenizer; `model_max_length` is the fixed prompt length
                  vae=None,             # Frozen `AutoencoderKL` for latent space; None: pixel space
+                 text_whitening=None,  # `TextWhitening` applied to the token states; None: the encoder's raw states
                  pixel_shuffle=1,      # Pixel-unshuffle factor in pixel space (1 = none)
                  pooled_text=False,    # Feed the pooled prompt embedding to the UNet as `class_labels`
                  coord_channels=False, # Append x and y coordinate channels to the UNet's input
@@ -221,7 +263,8 @@ class Text2ImagePipeline(DiffusionPipeline):
         super().__init__()
         for frozen in (text_encoder, vae):
             if frozen is not None: frozen.requires_grad_(False).eval()
-        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
+                              text_whitening=text_whitening)
         self.register_to_config(pixel_shuffle=int(pixel_shuffle), pooled_text=bool(pooled_text), coord_channels=bool(coord_channels),
                                 sample_defaults=dict(sample_defaults or {}))
 
@@ -234,8 +277,9 @@ def text(self:Text2ImagePipeline) -> TextEncoder:
 @patch
 @torch.no_grad()
 def encode_prompt(self:Text2ImagePipeline, prompts:str|list): # A prompt or a list of prompts
-    "Token states `(B, L, D)` and, if the model uses them, pooled vectors `(B, D)` (else None)."
+    "Token states `(B, L, D)` (whitened if the model has a `text_whitening`) and, if the model uses them, pooled vectors `(B, D)` (else None)."
     hidden, pooled = self.text.encode_pooled(prompts)
+    if self.text_whitening is not None: hidden = self.text_whitening(hidden)
     dtype = self.unet.dtype
     return hidden.to(dtype), (pooled.to(dtype) if self.config.pooled_text else None)
 
@@ -389,11 +433,13 @@ def _tensor_to_pil(images):
 # %% ../nbs/01_model.ipynb #faa63c28
 PIPELINE_PRESETS = {
     "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, coord_channels=True,
+                 text_whitening=0.1,  # eigenvalue floor of the token-state whitening (measured in 02_train)
                  # "trailing": sampling starts at the last timestep (pure noise), not 50 steps short of it
                  scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing"),
                  # measured on the full Shapes world with bench/time_to_quality.py (see 02_train)
                  sample_defaults=dict(guidance_scale=3.0, scheduler="dpm++2m", steps=20)),
     "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, coord_channels=False,
+                 text_whitening=0,  # none: SD 1.5's UNet was trained on CLIP's raw token states
                  scheduler=dict(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                 steps_offset=1),
                  sample_defaults=dict(guidance_scale=7.5, scheduler="dpm++2m", steps=30)),
@@ -415,6 +461,7 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
                    resolution:int|None=None,      # Image size in pixels; None: the preset's
                    pixel_shuffle:int|None=None,   # Pixel-unshuffle factor (pixel space only); None: the preset's
                    coord_channels:bool|None=None, # Append x/y coordinate channels to the UNet's input; None: the preset's
+                   text_whitening:float|None=None,# Eigenvalue floor of a `TextWhitening` (fitted by the trainer); 0: none; None: the preset's
                    sample_defaults:dict|None=None,# Sampling defaults saved with the model; None: the preset's
                    seed:int=0,                    # Seed of the random UNet weights
                    **unet_overrides,              # UNet2DConditionModel config values, e.g. block_out_channels=(32,64,64)
@@ -435,8 +482,10 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     unet = make_unet(p["unet"], text_encoder.dim, **unet_config)
     scheduler_config = {**p["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {}),
                         **({"beta_schedule": beta_schedule} if beta_schedule else {})}
+    eps = p["text_whitening"] if text_whitening is None else text_whitening
     return Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**scheduler_config),
                               text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer, vae=vae,
+                              text_whitening=TextWhitening(text_encoder.dim, eps) if eps else None,
                               pixel_shuffle=r, coord_channels=coords, pooled_text=unet.config.class_embed_type == "projection",
                               sample_defaults=sample_defaults or p["sample_defaults"])
 
@@ -445,7 +494,8 @@ _SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None,
               "requires_safety_checker": False}
 
 def _is_sd_architecture(pipe) -> bool:
-    return pipe.vae is not None and pipe.config.pixel_shuffle == 1 and not pipe.config.pooled_text and not pipe.config.coord_channels
+    return (pipe.vae is not None and pipe.text_whitening is None and pipe.config.pixel_shuffle == 1 and not pipe.config.pooled_text
+            and not pipe.config.coord_channels)
 
 @patch
 def save_pretrained(self:Text2ImagePipeline,
@@ -457,7 +507,8 @@ def save_pretrained(self:Text2ImagePipeline,
     DiffusionPipeline.save_pretrained(self, save_directory, safe_serialization=True, **kwargs)
     if _is_sd_architecture(self):
         index = Path(save_directory)/"model_index.json"
-        index.write_text(json.dumps({**json.loads(index.read_text()), **_SD_EXTRAS}, indent=2, sort_keys=True) + "\n")
+        entries = {k: v for k, v in json.loads(index.read_text()).items() if k != "text_whitening"}  # SD has no such component
+        index.write_text(json.dumps({**entries, **_SD_EXTRAS}, indent=2, sort_keys=True) + "\n")
 
 # %% ../nbs/01_model.ipynb #c3f38563
 def _pipeline_folder(path_or_id) -> str:

@@ -31,10 +31,11 @@ from .sample import generate, image_grid
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'LOG_COLUMNS',
            'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline',
            'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'CaptionCache', 'encode_images', 'epoch_order', 'batch_indices', 'step_generator',
-           'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors',
-           'join_tensors', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'read_log', 'start_log', 'plot_loss_curve', 'Trainer', 'unseen_prompts', 'train', 't2i_train']
+           'load_images', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'epoch_order', 'batch_indices',
+           'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
+           'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
+           'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'Trainer', 'unseen_prompts', 'train',
+           't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -53,6 +54,7 @@ class TrainConfig:
     preset:str="tiny" # UNet preset `tiny` or `sd15`, or a pipeline folder / hub id to fine-tune
     text_encoder:str|None=None # text encoder folder or hub id (None: the preset's default)
     unet:dict=field(default_factory=dict) # UNet2DConditionModel overrides for a preset, e.g. {"layers_per_block": 2}
+    text_whitening:float|None=None # eigenvalue floor of the token-state whitening fitted to the training captions (None: the preset's, 0.1 for tiny, none for sd15; 0: none)
     data:str="shapes" # `shapes` (the Shapes world) or any source `load_captioned` reads
     image_column:str|None=None # image column of a data set (None: guessed)
     caption_column:str|None=None # caption column of a data set (None: guessed)
@@ -145,8 +147,11 @@ def make_pipeline(config:TrainConfig, # the run's config (preset, text_encoder, 
     if config.preset in ("tiny", "sd15"):
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.unet.items()}  # JSON lists -> tuples
         return build_pipeline(config.preset, text_encoder=config.text_encoder, prediction_type=config.prediction_type,
+                              text_whitening=config.text_whitening,
                               resolution=config.resolution, seed=config.seed, **overrides)
     if config.unet: raise ValueError(f"unet overrides apply to the presets 'tiny' and 'sd15', not to a loaded pipeline ({config.preset})")
+    if config.text_whitening is not None:
+        raise ValueError(f"text_whitening applies to the presets 'tiny' and 'sd15'; a loaded pipeline ({config.preset}) keeps the one it was trained with")
     pipe = load_pipeline(config.preset)
     if pipe.scheduler.config.get("prediction_type") != config.prediction_type:
         pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type=config.prediction_type)
@@ -161,9 +166,10 @@ def freeze_encoders(pipe, # a Text2ImagePipeline
                     device, # where the encoders run
                     dtype:torch.dtype=torch.float32, # compute dtype (fp16/bf16 under mixed precision)
                    ):
-    "Freeze the text encoder and VAE: no gradients, eval mode, on `device` in `dtype`."
+    "Freeze the text encoder and VAE: no gradients, eval mode, on `device` in `dtype` (a text whitening moves too, in fp32)."
     for m in (pipe.text_encoder, getattr(pipe, "vae", None)):
         if m is not None: m.requires_grad_(False).eval().to(device, dtype)
+    if getattr(pipe, "text_whitening", None) is not None: pipe.text_whitening.to(device)
     return pipe
 
 # %% ../nbs/02_train.ipynb #d3dba16f
@@ -243,6 +249,18 @@ class CaptionCache:
         "(hidden, pooled) for caption indices `ids`."
         p = None if self.pooled is None else self.pooled[ids].to(device, dtype)
         return self.hidden[ids].to(device, dtype), p
+
+# %% ../nbs/02_train.ipynb #aab53977
+def fit_text_whitening(pipe, # the pipeline: only an unfitted `text_whitening` is fitted
+                       cache:CaptionCache, # its caption cache, holding the encoder's raw token states
+                       captions:list, # the training captions: the only ones the fit sees
+                      ) -> bool:
+    "Fit the pipeline's text whitening to the training captions' cached states, then whiten the cache; True if it fitted."
+    w = getattr(pipe, "text_whitening", None)
+    if w is None or w.fitted: return False
+    w.fit(cache.hidden[cache.ids(list(dict.fromkeys(captions)))])
+    cache.hidden = torch.cat([w(h.to(w.device)).to("cpu", h.dtype) for h in cache.hidden.split(4096)])
+    return True
 
 # %% ../nbs/02_train.ipynb #cd8b733a
 def encode_images(pipe, # the pipeline whose `to_model_space` is used
@@ -488,6 +506,7 @@ def setup_data(self:Trainer):
     self.train_set, val_set = load_images(cfg)
     captions = [c for cs in self.train_set.captions + val_set.captions for c in cs]
     self.captions = CaptionCache(self.pipe, captions)
+    whitened = fit_text_whitening(self.pipe, self.captions, [c for cs in self.train_set.captions for c in cs])
     cache = cfg.cache_latents if cfg.cache_latents is not None else self.train_set.images is not None
     if cache and self.train_set.images is None: raise ValueError("cache_latents=True needs a deterministic transform (crop='center', flip=False)")
     self.latents = encode_images(self.pipe, self.train_set.images, self.device, self.dtype) if cache else None
@@ -498,7 +517,8 @@ def setup_data(self:Trainer):
     self.val_t = torch.linspace(0, self.scheduler.config.num_train_timesteps - 1, n).round().long()
     self.val_ids = self.captions.ids([cs[0] for cs in val_set.captions])
     if self.is_main: print(f"Data: {len(self.train_set)} training and {n} validation images, {len(self.captions)} unique captions "
-                           f"encoded, latents {'cached' if cache else 'computed per step'} ({time.time() - self.t_start:.0f} s)")
+                           f"encoded{' (token states whitened, fitted to the training captions)' if whitened else ''}, "
+                           f"latents {'cached' if cache else 'computed per step'} ({time.time() - self.t_start:.0f} s)")
 
 # %% ../nbs/02_train.ipynb #234c3dc2
 @patch
@@ -780,6 +800,7 @@ def t2i_train(
     crop:str=TrainConfig.crop, # `center` or `random` crops
     flip:store_true=False, # Random horizontal flips (not for the Shapes world)
     shapes_pool:int=TrainConfig.shapes_pool, # Shapes world training images, rendered once
+    text_whitening:float=None, # Eigenvalue floor of the token-state whitening (default: the preset's, 0.1 for tiny; 0: none)
     kind_weights:str=None, # JSON training mix of Shapes scene kinds, e.g. '{"single": 2, "relation": 1, "count": 1}'
     val_size:int=TrainConfig.val_size, # Held-out images for the validation loss
     max_steps:int=None, # Optimizer steps (default: from --epochs, else as many as fit in --max-minutes)
