@@ -112,6 +112,8 @@ def check_config(self:TrainConfig):
     if not 0 < self.timestep_bias_portion < 1: raise ValueError(f"timestep_bias_portion must be in (0, 1), got {self.timestep_bias_portion}")
     if not 0 <= self.caption_dropout <= 1: raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
     if not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+    if self.text_whitening is not None and self.text_whitening < 0:
+        raise ValueError(f"text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as 0.1, got {self.text_whitening}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
         if getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
     if not (self.max_steps or self.epochs or self.max_minutes):
