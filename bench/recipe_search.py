@@ -19,7 +19,6 @@ from fastcore.script import call_parse
 from safetensors.torch import load_file, save_file
 
 import text2imagegen.train as T
-from text2imagegen.data import ShapesWorld
 from text2imagegen.evaluate import load_judge
 from text2imagegen.model import build_pipeline
 
@@ -88,44 +87,35 @@ class CachedCaptions(T.CaptionCache):
         save_file({"hidden": self.hidden, **({} if self.pooled is None else {"pooled": self.pooled})}, str(path))
 
 
-def install_recipe(recipe:dict):
-    "Make `text2imagegen.train` build this recipe's UNet and draw its mix of scene kinds (patches, undone by `uninstall`)."
-    unet, kind_weights = _tuples(recipe.get("unet", {})), recipe.get("kind_weights")
-    saved = (T.make_pipeline, T.shapes_images, T.CaptionCache)
-
-    def make_pipeline(config):
-        if config.preset != "tiny" or not unet: return saved[0](config)
-        torch.manual_seed(config.seed)
-        return build_pipeline("tiny", text_encoder=config.text_encoder, prediction_type=config.prediction_type,
-                              text_whitening=config.text_whitening,
-                              resolution=config.resolution, seed=config.seed, **unet)
+def install_caches():
+    "Keep rendered pools and encoded captions on disk between recipes (patches `text2imagegen.train`, undone by `uninstall`)."
+    saved = (T.shapes_images, T.CaptionCache)
 
     def shapes_images(config, split, n):
-        weights = kind_weights if split == "train" else None
+        weights = config.kind_weights if split == "train" else None
         path = CACHE / f"pool-{_key(config.resolution, config.seed, split, n, weights)}"
         if (path / "images.safetensors").is_file():
             return T.ImageSet(load_file(str(path / "images.safetensors"))["images"], json.loads((path / "captions.json").read_text()))
-        world = ShapesWorld(config.resolution, seed=config.seed, split=split, length=max(n, 1), kind_weights=weights)
-        images, captions, _ = world.render_pool(n, progress=n >= 2000)
+        pool = saved[0](config, split, n)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({"images": images}, str(path / "images.safetensors")); (path / "captions.json").write_text(json.dumps([[c] for c in captions]))
-        return T.ImageSet(images, [[c] for c in captions])
+        save_file({"images": pool.images}, str(path / "images.safetensors")); (path / "captions.json").write_text(json.dumps(pool.captions))
+        return pool
 
-    T.make_pipeline, T.shapes_images, T.CaptionCache = make_pipeline, shapes_images, CachedCaptions
+    T.shapes_images, T.CaptionCache = shapes_images, CachedCaptions
     return saved
 
 
-def uninstall(saved): T.make_pipeline, T.shapes_images, T.CaptionCache = saved
+def uninstall(saved): T.shapes_images, T.CaptionCache = saved
 
 
 def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int, per_category:int, n_per_prompt:int,
                categories, guidance:list, batch_size:int|None=None) -> list:
     "Train `recipe` to max(images) images seen with snapshots at `images`; score each snapshot. One row per (snapshot, guidance, category)."
-    cfg = {**dict(max_minutes=None, num_threads=threads, val_every=10**9, checkpoint_every=10**9, output_dir=str(out / name)),
-           **recipe.get("config", {})}
+    cfg = {**dict(max_minutes=None, num_threads=threads, val_every=10**9, checkpoint_every=10**9, output_dir=str(out / name),
+                  unet=_tuples(recipe.get("unet", {})), kind_weights=recipe.get("kind_weights")), **recipe.get("config", {})}
     per_step = cfg.get("batch_size", T.TrainConfig.batch_size)
     cfg["max_steps"] = -(-max(images) // per_step)
-    saved = install_recipe(recipe)
+    saved = install_caches()
     t0 = time.time()
     try: trained = train_with_snapshots(T.TrainConfig(**cfg), images=[m for m in images if m < max(images)])
     finally: uninstall(saved)
