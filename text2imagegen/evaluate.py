@@ -195,7 +195,7 @@ def train_judge(n_images:int=12_000, # training scenes rendered once
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
     judge.train()
-    for epoch in progress_bar(range(epochs), display=progress):
+    for epoch in (progress_bar(range(epochs)) if progress else range(epochs)):  # fastprogress prints even with display=False
         order = torch.randperm(len(x), generator=g)
         for s in range(steps_per_epoch):
             idx = order[s * batch_size:(s + 1) * batch_size]

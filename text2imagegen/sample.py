@@ -153,8 +153,8 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
     trained_scheduler = pipeline.scheduler
     pipeline.scheduler = get_scheduler(scheduler, trained_scheduler)
     pipeline.set_progress_bar_config(disable=True)
-    bar = progress_bar(range(n), display=progress, leave=False)
-    bar.update(0)
+    bar = progress_bar(range(n), leave=False) if progress else None  # fastprogress prints even with display=False
+    if bar is not None: bar.update(0)
     results = []
     try:
         for start in range(0, n, batch_size):
@@ -171,7 +171,7 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
                 results.append(Generated(image, dict(prompt=prompts[k], negative_prompt=negatives[k], seed=seeds[k],
                     scheduler=scheduler, steps=steps, guidance_scale=guidance_scale, height=height, width=width,
                     model=model, seconds=round(seconds, 4))))
-            bar.update(len(results))
+            if bar is not None: bar.update(len(results))
     finally: pipeline.scheduler = trained_scheduler
     return results
 
