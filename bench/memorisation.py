@@ -14,24 +14,22 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastcore.script import call_parse
 
 from text2imagegen.data import SCENE_KINDS, ShapesWorld
-from text2imagegen.evaluate import judge_clauses, load_judge
+from text2imagegen.evaluate import judge_clauses, load_judge, summarise
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 
 NEW_START = 10**8  # new scenes are drawn from this index on, far past any training pool
 
 
-def first_of_each_kind(world:ShapesWorld, start:int, stop:int, n:int) -> dict:
-    "{kind: [(clauses, caption)]}: the first `n` scenes of each kind among indices start..stop."
-    found, kinds = defaultdict(list), [k for k, p in zip(world.kinds, world.kind_p) if p > 0]
-    for i in range(start, stop):
-        s = world[i]
-        if len(found[s["clauses"]["kind"]]) < n: found[s["clauses"]["kind"]].append((s["clauses"], s["caption"]))
+def first_of_each_kind(scenes, kinds:list, n:int) -> dict:
+    "{kind: [(clauses, caption)]}: the first `n` of each kind in `scenes`, an iterable of (clauses, caption)."
+    found = defaultdict(list)
+    for clauses, caption in scenes:
+        if len(found[clauses["kind"]]) < n: found[clauses["kind"]].append((clauses, caption))
         if all(len(found[k]) >= n for k in kinds): break
     return found
 
@@ -40,12 +38,8 @@ def score(pipe, judge, items:list, n_per_prompt:int, guidance:float) -> dict:
     "Pass rate and per-clause rates of `items` [(clauses, caption)], `n_per_prompt` images each (seeds 0, 1, ...)."
     clauses, captions = [c for c, _ in items] * n_per_prompt, [p for _, p in items] * n_per_prompt
     images = [g.image for g in generate(pipe, captions, guidance_scale=guidance, seed=0, progress=False)]
-    results = judge_clauses(judge, images, clauses)
-    per_clause = defaultdict(list)
-    for r in results:
-        for k, v in r["checks"].items(): per_clause[k].append(v)
-    return {"passed": float(np.mean([r["passed"] for r in results])), "n": len(results),
-            "clauses": {k: round(float(np.mean(v)), 3) for k, v in per_clause.items()}}
+    overall = summarise([{"category": "", **r} for r in judge_clauses(judge, images, clauses)])["overall"]
+    return {"passed": overall["score"], "n": overall["n"], "clauses": overall["clauses"]}
 
 
 @call_parse
@@ -65,10 +59,11 @@ def main(run:str,                   # Run folder written by `t2i-train` (its con
     if config.get("data", "shapes") != "shapes": raise ValueError(f"{run} was trained on {config['data']!r}, not the Shapes world")
     world = ShapesWorld(config["resolution"], seed=config["seed"], split="train", kind_weights=config.get("kind_weights"),
                         length=NEW_START + 10**6)
-    pool_size = config["shapes_pool"]
-    pool_captions = {world[i]["caption"] for i in range(pool_size)}
-    seen = first_of_each_kind(world, 0, pool_size, n)
-    new = first_of_each_kind(world, NEW_START, NEW_START + 10**6, n)
+    kinds = [k for k, p in zip(world.kinds, world.kind_p) if p > 0]
+    _, pool_captions, pool_clauses = world.render_pool(config["shapes_pool"], progress=False)  # the pool, rendered once
+    seen = first_of_each_kind(zip(pool_clauses, pool_captions), kinds, n)
+    new = first_of_each_kind(((s["clauses"], s["caption"]) for s in map(world.__getitem__, range(NEW_START, len(world)))), kinds, n)
+    pool_captions = set(pool_captions)
     pipe, judge = load_pipeline(run), load_judge()
     scales = [float(g) for g in guidance.split(",") if g] or [pipe.config.sample_defaults.get("guidance_scale", 1.0)]
     rows = []
