@@ -57,6 +57,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "heads4": {"unet": {"attention_head_dim": 4}},  # 4 heads of 16 channels: the preset before 8 heads of 8
     "heads16": {"unet": {"attention_head_dim": 16}},  # 16 heads of 4 channels
     "tlpb2": {"unet": {"transformer_layers_per_block": 2}},  # two attention layers per cross-attention block
+    "no_self_attn": {"unet": {"only_cross_attention": True}},  # both attentions of every transformer block attend to the text
     "raw_text": {"config": {"text_whitening": 0}},  # MiniLM's token states as they are (the default before whitening)
 }
 
