@@ -105,10 +105,7 @@ def main(run:str,                    # Run folder written by `t2i-train` (or a s
             tt = torch.full((len(chunk),), t)
             x_t = sched.add_noise(x0, noise, tt)
             with torch.no_grad(): pred = pipe.predict(x_t, tt, hidden, pooled)
-            a = sched.alphas_cumprod[t]
-            est = a.sqrt() * x_t - (1 - a).sqrt() * pred if sched.config.prediction_type == "v_prediction" \
-                  else (x_t - (1 - a).sqrt() * pred) / a.sqrt()
-            est_images = pipe.from_model_space(est)
+            est_images = pipe.from_model_space(sched.step(pred, t, x_t).pred_original_sample)  # the clean-image estimate
             for j, s in enumerate(chunk):
                 (oa, ob), boxes = s["clauses"]["objects"], [b["box"] for b in s["boxes"]]
                 for own, other, box in ((oa, ob, boxes[0]), (ob, oa, boxes[1])):
