@@ -71,6 +71,30 @@ def mean_colour(image:torch.Tensor, box:tuple) -> torch.Tensor:
     return image[:, int(cy - hh):int(cy + hh) + 1, int(cx - hw):int(cx + hw) + 1].mean((1, 2))
 
 
+def word_pairs(tokenizer, scene:dict) -> dict:
+    "{'colour'|'shape': (token of A's word, token of B's word)} for the words that differ between a relation scene's objects."
+    a, b = scene["clauses"]["objects"]
+    pairs = {k: (word_index(tokenizer, scene["caption"], a[k]), word_index(tokenizer, scene["caption"], b[k]))
+             for k in ("colour", "shape") if a[k] != b[k]}
+    return {k: v for k, v in pairs.items() if None not in v}
+
+
+def own_shares(probs:torch.Tensor, # one scene's attention (queries, tokens) at one layer
+               pairs:dict,         # from `word_pairs`
+               boxes:list,         # A's and B's pixel boxes
+               resolution:int,     # image side in pixels
+              ) -> list:
+    "[(word kind, own word's share, attention on both words)] inside each object's box."
+    side, out = int(probs.shape[0] ** 0.5), []
+    for kind, (ia, ib) in pairs.items():
+        for box, mine, theirs in ((boxes[0], ia, ib), (boxes[1], ib, ia)):
+            m = box_mask(box, side, side, resolution)
+            if not m.any(): continue
+            own, other = probs[m, mine].mean(), probs[m, theirs].mean()
+            out.append((kind, float(own / (own + other)), float(own + other)))
+    return out
+
+
 def palette_tensor(name:str) -> torch.Tensor: return torch.tensor(PALETTE[name], dtype=torch.float) / 127.5 - 1
 
 
@@ -94,6 +118,7 @@ def main(run:str,                    # Run folder written by `t2i-train` (or a s
     share = defaultdict(lambda: defaultdict(list))  # (t, layer) -> word kind -> per-scene own-word share
     mass = defaultdict(list)                          # (t, layer) -> attention mass on the two colour words
     drawn = defaultdict(list)                         # t -> per-object: is the x0 estimate nearer own colour than other's
+    pairs = [word_pairs(tok, s) for s in scenes]  # token positions, once per scene
     g = torch.Generator().manual_seed(seed)
     for start in range(0, len(scenes), batch):
         chunk = scenes[start:start + batch]
@@ -111,20 +136,10 @@ def main(run:str,                    # Run folder written by `t2i-train` (or a s
                 for own, other, box in ((oa, ob, boxes[0]), (ob, oa, boxes[1])):
                     c = mean_colour(est_images[j], box)
                     drawn[t].append(float((c - palette_tensor(own["colour"])).norm() < (c - palette_tensor(other["colour"])).norm()))
-                words = {"colour": (oa["colour"], ob["colour"]), "shape": (oa["shape"], ob["shape"])}
-                idx = {k: (word_index(tok, s["caption"], a_), word_index(tok, s["caption"], b_))
-                       for k, (a_, b_) in words.items() if a_ != b_}
                 for layer, probs in store.items():
-                    p = probs[j]  # (queries, tokens)
-                    side = int(p.shape[0] ** 0.5)
-                    for kind, (ia, ib) in idx.items():
-                        if ia is None or ib is None: continue
-                        for box, mine, theirs in ((boxes[0], ia, ib), (boxes[1], ib, ia)):
-                            m = box_mask(box, side, side, res)
-                            if not m.any(): continue
-                            own_w, other_w = p[m, mine].mean(), p[m, theirs].mean()
-                            share[(t, layer)][kind].append(float(own_w / (own_w + other_w)))
-                            if kind == "colour": mass[(t, layer)].append(float(own_w + other_w))
+                    for kind, own_share, both in own_shares(probs[j], pairs[start + j], boxes, res):
+                        share[(t, layer)][kind].append(own_share)
+                        if kind == "colour": mass[(t, layer)].append(both)
     rows = []
     print(f"{len(scenes)} relation scenes (validation split), teacher-forced at timesteps {timesteps}.")
     print("| timestep | layer | own colour word's share (A, B boxes) | own shape word's share | attention on the two colour words |")
