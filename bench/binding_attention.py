@@ -41,10 +41,12 @@ class AttentionRecorder(AttnProcessor):
 
 
 def record_cross_attention(unet) -> dict:
-    "Replace the processors of `unet`'s text cross-attentions (`attn2`) with recorders; returns their store."
+    "Replace the processors of `unet`'s text cross-attentions with recorders; returns their store."
     store = {}
-    unet.set_attn_processor({name: AttentionRecorder(store, name.removesuffix(".processor")) if ".attn2." in name
-                             else proc for name, proc in unet.attn_processors.items()})
+    text = {name for name, m in unet.named_modules() if getattr(m, "is_cross_attention", False)}  # attn2; attn1 too
+    unet.set_attn_processor({name: AttentionRecorder(store, name.removesuffix(".processor"))  # without self-attention
+                             if name.removesuffix(".processor") in text else proc
+                             for name, proc in unet.attn_processors.items()})
     return store
 
 

@@ -37,7 +37,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
                      # results/recipes.jsonl up to attn8_b16 used the earlier default: attention at 4x4 only, min-SNR 5;
                      # all rows there predate one block per level, the "later" timestep bias, the 20-token context
                      # and the attention-pooled caption summary (addition_embed_type="text"), 8 attention heads of 8 channels
-                     # and the whitened token states (text_whitening=0.1), and no self-attention (only_cross_attention)
+                     # and the whitened token states (text_whitening=0.1), and no self-attention outside the mid block (only_cross_attention)
     "attn8": {"unet": TINY_ATTN_8_AND_4},
     "mix_hard": {"kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
     "attn8_mix": {"unet": TINY_ATTN_8_AND_4, "kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
@@ -57,7 +57,7 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "heads4": {"unet": {"attention_head_dim": 4}},  # 4 heads of 16 channels: the preset before 8 heads of 8
     "heads16": {"unet": {"attention_head_dim": 16}},  # 16 heads of 4 channels
     "tlpb2": {"unet": {"transformer_layers_per_block": 2}},  # two attention layers per cross-attention block
-    "no_self_attn": {"unet": {"only_cross_attention": True}},  # both attentions of every transformer block attend to the text (now the preset's own)
+    "no_self_attn": {"unet": {"only_cross_attention": True}},  # both attentions of every down/up transformer block attend to the text (now the preset's own)
     "self_attn": {"unet": {"only_cross_attention": False}},  # self-attention, then cross-attention: the preset before the ninth session
     "raw_text": {"config": {"text_whitening": 0}},  # MiniLM's token states as they are (the default before whitening)
 }

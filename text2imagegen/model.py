@@ -182,7 +182,7 @@ UNET_PRESETS = {
         mid_block_type="UNetMidBlock2DCrossAttn",
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=8,  # diffusers' name for the number of heads: 8 heads of 8 channels
-        only_cross_attention=True,  # no self-attention: both attentions of each transformer block read the text
+        only_cross_attention=True,  # down/up blocks: both attentions of each transformer block read the text (mid block: self, then text)
         cross_attention_dim=384,  # the text encoder's width (MiniLM); `make_unet` sets it from the actual encoder
         norm_num_groups=32, resnet_time_scale_shift="scale_shift",
         addition_embed_type="text"),  # attention-pooled prompt summary added to the time embedding (heads of 64 channels, set by `make_unet`)
