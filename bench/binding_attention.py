@@ -41,18 +41,15 @@ class AttentionRecorder(AttnProcessor):
 
 
 def record_cross_attention(unet) -> dict:
-    "Replace the processors of `unet`'s text cross-attentions with recorders; returns their store."
+    "Give every attention of `unet` that reads the text (attn2; attn1 too without self-attention) a recorder; returns their store."
     store = {}
-    text = {name for name, m in unet.named_modules() if getattr(m, "is_cross_attention", False)}  # attn2; attn1 too
-    unet.set_attn_processor({name: AttentionRecorder(store, name.removesuffix(".processor"))  # without self-attention
-                             if name.removesuffix(".processor") in text else proc
-                             for name, proc in unet.attn_processors.items()})
+    for name, module in unet.named_modules():
+        if getattr(module, "is_cross_attention", False): module.set_processor(AttentionRecorder(store, name))
     return store
 
 
-def word_index(tokenizer, caption:str, word:str, occurrence:int=0) -> int|None:
-    "Position of the `occurrence`-th token of `word` (a single word piece) in `caption`'s token ids, or None."
-    ids = tokenizer(caption).input_ids
+def word_index(tokenizer, ids:list, word:str, occurrence:int=0) -> int|None:
+    "Position of the `occurrence`-th token of `word` (a single word piece) in a caption's token `ids`, or None."
     word_ids = tokenizer(word, add_special_tokens=False).input_ids
     if len(word_ids) != 1: return None
     hits = [i for i, t in enumerate(ids) if t == word_ids[0]]
@@ -75,8 +72,8 @@ def mean_colour(image:torch.Tensor, box:tuple) -> torch.Tensor:
 
 def word_pairs(tokenizer, scene:dict) -> dict:
     "{'colour'|'shape': (token of A's word, token of B's word)} for the words that differ between a relation scene's objects."
-    a, b = scene["clauses"]["objects"]
-    pairs = {k: (word_index(tokenizer, scene["caption"], a[k]), word_index(tokenizer, scene["caption"], b[k]))
+    (a, b), ids = scene["clauses"]["objects"], tokenizer(scene["caption"]).input_ids
+    pairs = {k: (word_index(tokenizer, ids, a[k]), word_index(tokenizer, ids, b[k]))
              for k in ("colour", "shape") if a[k] != b[k]}
     return {k: v for k, v in pairs.items() if None not in v}
 
@@ -97,7 +94,7 @@ def own_shares(probs:torch.Tensor, # one scene's attention (queries, tokens) at 
     return out
 
 
-def palette_tensor(name:str) -> torch.Tensor: return torch.tensor(PALETTE[name], dtype=torch.float) / 127.5 - 1
+PALETTE_RGB = {name: torch.tensor(rgb, dtype=torch.float) / 127.5 - 1 for name, rgb in PALETTE.items()}  # in [-1, 1]
 
 
 @call_parse
@@ -137,7 +134,7 @@ def main(run:str,                    # Run folder written by `t2i-train` (or a s
                 (oa, ob), boxes = s["clauses"]["objects"], [b["box"] for b in s["boxes"]]
                 for own, other, box in ((oa, ob, boxes[0]), (ob, oa, boxes[1])):
                     c = mean_colour(est_images[j], box)
-                    drawn[t].append(float((c - palette_tensor(own["colour"])).norm() < (c - palette_tensor(other["colour"])).norm()))
+                    drawn[t].append(float((c - PALETTE_RGB[own["colour"]]).norm() < (c - PALETTE_RGB[other["colour"]]).norm()))
                 for layer, probs in store.items():
                     for kind, own_share, both in own_shares(probs[j], pairs[start + j], boxes, res):
                         share[(t, layer)][kind].append(own_share)
