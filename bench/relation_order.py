@@ -8,19 +8,24 @@ each with its asked colour, shape and size, in the asked order (the blue square 
 relation prompts of the adherence benchmark (the same prompts and seeds as `04_evaluate`) into those steps:
 two objects, axis right, both objects' attributes right (in either order), and the order right where the rest is. An
 order rate near 0.5 means the model draws the right two objects on the right axis but does not know which goes first.
-Writes `relation_order.json` in each run folder (or the folder given).
+It also draws the left/right prompts again with "left" and "right" exchanged, with the same seeds, and compares the
+two pictures (mean absolute pixel difference, 0-255) with the same prompt at other seeds: a model that reads the
+direction changes the picture about as much as a new seed does. Writes `relation_order.json` in each run folder.
 """
 from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastcore.script import call_parse
 
 from text2imagegen.evaluate import adherence_benchmark, load_judge, wilson_interval
 from text2imagegen.model import load_pipeline
+from text2imagegen.sample import generate
 
 AXIS = {"left of": "horizontal", "right of": "horizontal", "above": "vertical", "below": "vertical"}
+EXCHANGE = {"to the left of": "to the right of", "to the right of": "to the left of"}
 
 
 def order_steps(results:list) -> dict:
@@ -31,6 +36,16 @@ def order_steps(results:list) -> dict:
     order = [r for r in objects if r["checks"]["relation"]]
     return {"two objects": (len(two), len(results)), "axis right": (len(axis), len(two)),
             "both objects right": (len(objects), len(axis)), "order right": (len(order), len(objects))}
+
+
+def direction_change(pipe, prompts:list, seeds:list, other_seed:int=10**6, **kwargs) -> dict:
+    "Mean absolute pixel difference (0-255) of each prompt's picture to its exchanged direction and to other seeds."
+    exchanged = [next(p.replace(a, b) for a, b in EXCHANGE.items() if a in p) for p in prompts]
+    draw = lambda ps, ss: torch.stack([torch.from_numpy(np.asarray(g.image, dtype=np.float32))
+                                       for g in generate(pipe, ps, seed=ss, progress=False, **kwargs)])
+    first = draw(prompts, seeds)
+    return {"direction exchanged": float((first - draw(exchanged, seeds)).abs().mean()),
+            "other seeds": float((first - draw(prompts, [other_seed + s for s in seeds])).abs().mean()), "prompts": len(prompts)}
 
 
 @call_parse
@@ -53,8 +68,13 @@ def main(runs:str,                  # Run folders or saved pipelines (comma-sepa
         cells = [f"{k}/{n} = {k / max(n, 1):.2f} ({lo:.2f}-{hi:.2f})" for k, n in steps.values()
                  for lo, hi in [wilson_interval(k, n)]]
         print(f"| {run} | {g:g} | {report['overall']['score']:.3f} | " + " | ".join(cells) + " |")
+        sideways = [r for r in report["results"][::n_per_prompt] if AXIS[r["clauses"]["relation"]] == "horizontal"]
+        change = direction_change(pipe, [r["prompt"] for r in sideways], [r["seed"] for r in sideways], **kwargs)
+        print(f"  'left' <-> 'right' exchanged, same seeds: mean |pixel difference| {change['direction exchanged']:.1f}; "
+              f"same prompts at other seeds: {change['other seeds']:.1f} ({change['prompts']} prompts)")
         folder = Path(run)
         path = (folder if folder.is_dir() else folder.parent) / "relation_order.json"
         path.write_text(json.dumps(dict(guidance_scale=g, n_per_prompt=n_per_prompt, seed=seed, passed=report["overall"]["score"],
-                                        steps={k: dict(images=a, of=b) for k, (a, b) in steps.items()}), indent=1))
+                                        steps={k: dict(images=a, of=b) for k, (a, b) in steps.items()},
+                                        direction_change=change), indent=1))
         print(f"  -> {path}")
