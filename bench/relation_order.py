@@ -31,7 +31,7 @@ EXCHANGE = {"to the left of": "to the right of", "to the right of": "to the left
 def order_steps(results:list) -> dict:
     "{step: (images, of)} from the relation rows of an adherence report; each step counts among the images of the one before."
     two = [r for r in results if r["n_objects"] == 2]
-    axis = [r for r in two if (r["seen"]["relation"] == "left of") == (AXIS[r["clauses"]["relation"]] == "horizontal")]
+    axis = [r for r in two if AXIS[r["seen"]["relation"]] == AXIS[r["clauses"]["relation"]]]  # the judge sees "left of" or "above"
     objects = [r for r in axis if all(v for k, v in r["checks"].items() if k[:2] in ("A ", "B "))]
     order = [r for r in objects if r["checks"]["relation"]]
     return {"two objects": (len(two), len(results)), "axis right": (len(axis), len(two)),
@@ -49,7 +49,7 @@ def direction_change(pipe, prompts:list, seeds:list, other_seed:int=10**6, **kwa
 
 
 @call_parse
-def main(runs:str,                  # Run folders or saved pipelines (comma-separated)
+def main(runs:str,                  # Run folders or saved pipeline folders (comma-separated)
          n_per_prompt:int=4,        # Images per prompt
          guidance:float=None,       # Guidance scale (default: each model's own)
          seed:int=0,                # Benchmark seed
@@ -72,8 +72,7 @@ def main(runs:str,                  # Run folders or saved pipelines (comma-sepa
         change = direction_change(pipe, [r["prompt"] for r in sideways], [r["seed"] for r in sideways], **kwargs)
         print(f"  'left' <-> 'right' exchanged, same seeds: mean |pixel difference| {change['direction exchanged']:.1f}; "
               f"same prompts at other seeds: {change['other seeds']:.1f} ({change['prompts']} prompts)")
-        folder = Path(run)
-        path = (folder if folder.is_dir() else folder.parent) / "relation_order.json"
+        path = Path(run) / "relation_order.json"
         path.write_text(json.dumps(dict(guidance_scale=g, n_per_prompt=n_per_prompt, seed=seed, passed=report["overall"]["score"],
                                         steps={k: dict(images=a, of=b) for k, (a, b) in steps.items()},
                                         direction_change=change), indent=1))
