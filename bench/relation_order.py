@@ -20,12 +20,14 @@ import numpy as np
 import torch
 from fastcore.script import call_parse
 
+from text2imagegen.data import RELATION_PHRASES
 from text2imagegen.evaluate import adherence_benchmark, load_judge, wilson_interval
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 
 AXIS = {"left of": "horizontal", "right of": "horizontal", "above": "vertical", "below": "vertical"}
-EXCHANGE = {"to the left of": "to the right of", "to the right of": "to the left of"}
+LEFT, RIGHT = RELATION_PHRASES["left of"], RELATION_PHRASES["right of"]
+EXCHANGE = {LEFT: RIGHT, RIGHT: LEFT}  # the world's own phrases
 
 
 def order_steps(results:list) -> dict:

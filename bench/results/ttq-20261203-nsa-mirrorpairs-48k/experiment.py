@@ -6,10 +6,12 @@
 import re, runpy, sys, torch
 import text2imagegen.train as T
 
-SWAP = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above",
-        "on the left": "on the right", "on the right": "on the left", "at the top": "at the bottom", "at the bottom": "at the top"}
+from text2imagegen.data import POSITION_PHRASES as PP, RELATION_PHRASES as RP
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
+            "left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+SWAP = {(RP | PP)[k]: (RP | PP)[v] for k, v in OPPOSITE.items()}  # the world's own phrases, exchanged
 PATTERN = re.compile("|".join(sorted(map(re.escape, SWAP), key=len, reverse=True)))
-VERTICAL = ("above", "below", "at the top", "at the bottom")
+VERTICAL = (RP["above"], RP["below"], PP["top"], PP["bottom"])
 
 def mirror(caption:str) -> tuple:
     "(mirrored caption, flip dim): dim 2 (vertical) when the caption names a vertical direction, else 3 (horizontal)."
@@ -28,10 +30,9 @@ def micro_batch_loss(self, k):
     epoch, idx = T.batch_indices(k, len(self.train_set), cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed)
     idx = idx[: len(idx) // 2]
     g = T.step_generator(cfg.seed, acc.process_index, k)
-    caps = [T.pick_caption(self.train_set.captions[i], epoch, i, cfg.seed) for i in idx.tolist()]
-    caps = T.drop_captions(caps, cfg.caption_dropout, g)
-    mirrored = [mirror(c) for c in caps]
-    h1, p1 = self.captions.lookup(self.captions.ids(caps), self.device, self.dtype)
+    ids = self.caption_ids(idx, epoch, g)  # the trainer's own caption choice and dropout
+    mirrored = [mirror(self.captions.captions[i]) for i in ids.tolist()]
+    h1, p1 = self.captions.lookup(ids, self.device, self.dtype)
     h2, p2 = self.mirror_captions.lookup(self.mirror_captions.ids([m for m, _ in mirrored]), self.device, self.dtype)
     x0 = self.model_inputs(idx, epoch)
     images = self.pipe.from_model_space(x0)
