@@ -11,12 +11,11 @@ seeds). Quality is compared against images seen (independent of CPU contention);
 Results are appended to `bench/results/recipes.jsonl` and tabulated in `bench/results/recipes.csv`.
 """
 from __future__ import annotations
-import csv, hashlib, json, os, sys, time
+import csv, json, os, sys, time
 from pathlib import Path
 
 import torch
 from fastcore.script import call_parse
-from safetensors.torch import load_file, save_file
 
 import text2imagegen.train as T
 from text2imagegen.evaluate import load_judge
@@ -68,46 +67,6 @@ def _tuples(d:dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-CACHE = Path(os.environ.get("T2I_CACHE") or Path.home() / ".cache" / "text2imagegen") / "recipe_search"
-
-
-def _key(*parts) -> str: return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class CachedCaptions(T.CaptionCache):
-    "`CaptionCache` whose embeddings are kept on disk between recipes (same captions, same frozen encoder)."
-    def __init__(self, pipe, captions, batch_size=256, dtype=torch.float16):
-        caps = list(dict.fromkeys([""] + list(captions)))
-        path = CACHE / f"captions-{_key(caps, pipe.text_encoder.config.name_or_path, str(dtype))}.safetensors"
-        if path.is_file():
-            d = load_file(str(path))
-            self.captions, self.hidden, self.pooled = caps, d["hidden"], d.get("pooled")
-            self.index = {c: i for i, c in enumerate(caps)}
-            return
-        super().__init__(pipe, captions, batch_size, dtype)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"hidden": self.hidden, **({} if self.pooled is None else {"pooled": self.pooled})}, str(path))
-
-
-def install_caches():
-    "Keep rendered pools and encoded captions on disk between recipes (patches `text2imagegen.train`, undone by `uninstall`)."
-    saved = (T.shapes_images, T.CaptionCache)
-
-    def shapes_images(config, split, n):
-        weights = config.kind_weights if split == "train" else None
-        path = CACHE / f"pool-{_key(config.resolution, config.seed, split, n, weights)}"
-        if (path / "images.safetensors").is_file():
-            return T.ImageSet(load_file(str(path / "images.safetensors"))["images"], json.loads((path / "captions.json").read_text()))
-        pool = saved[0](config, split, n)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"images": pool.images}, str(path / "images.safetensors")); (path / "captions.json").write_text(json.dumps(pool.captions))
-        return pool
-
-    T.shapes_images, T.CaptionCache = shapes_images, CachedCaptions
-    return saved
-
-
-def uninstall(saved): T.shapes_images, T.CaptionCache = saved
 
 
 def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int, per_category:int, n_per_prompt:int,
@@ -117,10 +76,8 @@ def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int,
                   unet=_tuples(recipe.get("unet", {})), kind_weights=recipe.get("kind_weights")), **recipe.get("config", {})}
     per_step = cfg.get("batch_size", T.TrainConfig.batch_size)
     cfg["max_steps"] = -(-max(images) // per_step)
-    saved = install_caches()
-    t0 = time.time()
-    try: trained = train_with_snapshots(T.TrainConfig(**cfg), images=[m for m in images if m < max(images)])
-    finally: uninstall(saved)
+    t0 = time.time()  # rendered pools are fast; captions come from the trainer's own disk cache after the first recipe
+    trained = train_with_snapshots(T.TrainConfig(**cfg), images=[m for m in images if m < max(images)])
     wall = time.time() - t0
     rows = []
     for p in trained["points"]:

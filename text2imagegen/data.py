@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #4c022f2a
 from __future__ import annotations
-import csv, io, json, math, warnings
+import csv, io, json, math, os, warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS', 'HELD_OUT', 'CAPTION_TEMPLATES',
@@ -21,7 +22,8 @@ __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS'
            'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES', 'describe',
            'caption_for', 'render_with_boxes', 'render', 'ShapesWorld', 'show_samples', 'shape_mask', 'position_of',
            'relation_holds', 'pairs_in', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'pick_caption',
-           'drop_captions', 'image_problem', 'subset_indices', 'load_captioned', 'split_by_image']
+           'drop_captions', 'image_problem', 'subset_indices', 'load_captioned', 'split_by_image', 'train_val_split',
+           'cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -555,11 +557,7 @@ def _assemble(records, skips, subset, seed, source):
         elif rec["captions"]: ok.append(iid)
     ok = [ok[k] for k in subset_indices(len(ok), subset, seed)] if ok else ok
     good = []
-    it = ok
-    if len(ok) > 1000:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(ok, comment="checking images")
-    for iid in it:
+    for iid in tqdm(ok, desc="checking images", disable=len(ok) < 1000, leave=False):
         problem = image_problem(records[iid]["path"])
         if problem: skips.add(iid, problem)
         else: good.append(iid)
@@ -761,3 +759,23 @@ def split_by_image(ds, # a dataset with an `image_id` column (rows may repeat an
     val = {unique[k] for k in np.random.default_rng(seed).choice(len(unique), n_val, replace=False)}
     return datasets.DatasetDict({"train": ds.select([k for k, i in enumerate(ids) if i not in val]),
                                  "val": ds.select([k for k, i in enumerate(ids) if i in val])})
+
+# %% ../nbs/00_data.ipynb #7c1e2a90
+def train_val_split(source, # anything `load_captioned` reads
+                    split:str|None=None, # a split of the source to split further (None: a Karpathy file's own train/val)
+                    subset:float|int|None=None, # fraction or count of training images, chosen with `seed`
+                    val_fraction:float=0.1, # images held out when the source has no validation split of its own
+                    seed:int=0, # seeds the subset and the split
+                    **kwargs, # image_column, caption_column, image_dir for `load_captioned`
+                   ):
+    "`DatasetDict` 'train'/'val' that never share an image: a Karpathy file's own splits, else a seeded split by image."
+    import datasets
+    if split is None and not isinstance(source, datasets.Dataset) and _detect(source)[0] == "karpathy":
+        return datasets.DatasetDict({"train": load_captioned(source, "train", subset=subset, seed=seed, **kwargs),
+                                     "val": load_captioned(source, "val", **kwargs)})
+    return split_by_image(load_captioned(source, split, subset=subset, seed=seed, **kwargs), val_fraction, seed)
+
+# %% ../nbs/00_data.ipynb #7c1e2a94
+def cache_dir() -> Path:
+    "Where text2imagegen caches things: $T2I_CACHE, else ~/.cache/text2imagegen."
+    return Path(os.environ.get("T2I_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "text2imagegen")

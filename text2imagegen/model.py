@@ -158,19 +158,23 @@ class TextWhitening(ModelMixin, ConfigMixin):
 @patch
 @torch.no_grad()
 def fit(self:TextWhitening,
-        hidden:torch.Tensor, # Token states of the training captions (N, L, D), one row per unique caption
+        hidden, # Token states of the training captions (N, L, D), one row per unique caption, or an iterable of such chunks
        ) -> TextWhitening:
     "Fit mean and ZCA matrix to every token position of `hidden` (padding too: the UNet sees it); returns self."
-    dim = self.config.dim
-    if hidden.ndim != 3 or hidden.shape[-1] != dim or len(hidden) < 2:
-        raise ValueError(f"TextWhitening({dim}) fits token states of shape (N>=2, L, {dim}); got {tuple(hidden.shape)}")
-    x = hidden.reshape(-1, dim).to(self.mean.device, torch.float64)
-    mean = x.mean(0)
-    ev, v = torch.linalg.eigh(torch.cov((x - mean).T))
+    dim, n, rows, s1, s2 = self.config.dim, 0, 0, 0.0, 0.0
+    for h in ([hidden] if isinstance(hidden, torch.Tensor) else hidden):  # float64 moments, one chunk at a time
+        if h.ndim != 3 or h.shape[-1] != dim:
+            raise ValueError(f"TextWhitening({dim}) fits token states of shape (N>=2, L, {dim}); got {tuple(h.shape)}")
+        x = h.reshape(-1, dim).to(self.mean.device, torch.float64)
+        n, rows, s1, s2 = n + len(h), rows + len(x), s1 + x.sum(0), s2 + x.T @ x
+    if n < 2: raise ValueError(f"TextWhitening({dim}) fits token states of shape (N>=2, L, {dim}); got {n} caption(s)")
+    mean = s1 / rows
+    cov = (s2 - rows * torch.outer(mean, mean)) / rows
+    ev, v = torch.linalg.eigh(cov)
     ev = ev.clamp(min=0)
     w = v @ torch.diag((ev + self.config.eps * ev.mean()).rsqrt()) @ v.T
-    w *= (x.pow(2).sum(1).mean() / ((x - mean) @ w).pow(2).sum(1).mean()).sqrt()  # keep the mean squared norm
-    self.mean.copy_(mean); self.matrix.copy_(w); self.n_captions.fill_(len(hidden))
+    w *= (s2.trace() / rows / (w.T @ cov @ w).trace()).sqrt()  # keep the mean squared norm
+    self.mean.copy_(mean); self.matrix.copy_(w); self.n_captions.fill_(n)
     return self
 
 # %% ../nbs/01_model.ipynb #7dcf1b46

@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import contextlib, csv, json, os, shutil, time, warnings
+import contextlib, csv, hashlib, json, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
@@ -20,10 +20,11 @@ from diffusers.training_utils import EMAModel, compute_snr
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from safetensors.torch import save_file, load_file
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import (ShapesWorld, ImageTransform, load_captioned, split_by_image,
-                                pick_caption, drop_captions)
+from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
+                                pick_caption, drop_captions, tensor_to_pil)
 from .model import build_pipeline, load_pipeline
 from .sample import generate, image_grid
 
@@ -31,11 +32,12 @@ from .sample import generate, image_grid
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'LOG_COLUMNS',
            'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline',
            'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'epoch_order', 'batch_indices',
-           'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
-           'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'Trainer', 'unseen_prompts', 'train',
-           't2i_train']
+           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
+           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
+           'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
+           'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints', 'latest_checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'Trainer',
+           'heldout_examples', 'MicroBatches', 'unseen_prompts', 'train', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -58,6 +60,8 @@ class TrainConfig:
     data:str="shapes" # `shapes` (the Shapes world) or any source `load_captioned` reads
     image_column:str|None=None # image column of a data set (None: guessed)
     caption_column:str|None=None # caption column of a data set (None: guessed)
+    subset:float|int|None=None # fraction in (0, 1] or count of the source's training images, chosen with `seed` (None: all)
+    split:str|None=None # split of the source to train on (None: a Karpathy file's own train/val, else the whole source, split by image)
     resolution:int=32 # image side in pixels
     crop:str="center" # `center` or `random` (random crops make latents uncacheable)
     flip:bool=False # random horizontal flips (never for the Shapes world: "left" would lie)
@@ -83,11 +87,13 @@ class TrainConfig:
     timestep_bias_portion:float=0.5 # the fraction of the timesteps that is biased
     prediction_type:str="v_prediction" # `epsilon` or `v_prediction`
     mixed_precision:str="no" # `no`, `fp16` or `bf16`
-    cache_latents:bool|None=None # cache model-space images (VAE latents) once (None: whenever the transform is deterministic)
+    cache_latents:bool|None=None # cache model-space images (VAE latents) on disk (None: whenever crops are centred)
+    cache_dir:str|None=None # folder of the disk caches of caption states and latents (None: `cache_dir()/data`)
+    num_workers:int=0 # DataLoader processes that read or decode batches ahead of the training step (0: none)
     checkpoint_every:int=500 # steps between checkpoints
     keep_checkpoints:int=2 # checkpoints kept (the latest K)
     val_every:int=250 # steps between validation loss and sample grid
-    val_prompts:list=field(default_factory=lambda: list(DEFAULT_VAL_PROMPTS)) # prompts of the sample grids
+    val_prompts:list|None=None # prompts of the sample grids (None: Shapes prompts for the Shapes world, else captions of held-out images)
     val_seeds:list=field(default_factory=lambda: [0, 1]) # one grid row per seed
     guidance_scale:float|None=None # guidance of the sample grids (None: the pipeline's sample defaults)
     sample_steps:int|None=None # denoising steps of the sample grids (None: the pipeline's sample defaults)
@@ -116,9 +122,18 @@ def check_config(self:TrainConfig):
         raise ValueError(f"text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as 0.1, got {self.text_whitening}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
         if getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+    if self.num_workers < 0: raise ValueError(f"num_workers must be 0 (read batches in the training process) or more, got {self.num_workers}")
+    if self.subset is not None: subset_indices(1, self.subset)  # raises with the accepted values
+    if self.data == "shapes" and (self.subset is not None or self.split is not None or self.flip):
+        raise ValueError("subset, split and flip apply to captioned image sets; the Shapes world sets its size with shapes_pool "
+                         "and is never flipped ('left' would lie)")
+    if self.cache_latents and self.crop == "random":
+        raise ValueError("cache_latents=True needs crop='center': a random crop is a new image every epoch "
+                         "(use cache_latents=None or False to encode each batch as it is drawn)")
     if not (self.max_steps or self.epochs or self.max_minutes):
         raise ValueError("Give max_steps, epochs or max_minutes: the run needs an end")
-    self.val_prompts, self.val_seeds = list(self.val_prompts), [int(s) for s in self.val_seeds]
+    self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
+    self.val_seeds = [int(s) for s in self.val_seeds]
 
 # %% ../nbs/02_train.ipynb #51924cf2
 @patch
@@ -183,15 +198,34 @@ def frozen_originals(pipe) -> dict:
 # %% ../nbs/02_train.ipynb #f84b1959
 @dataclass
 class ImageSet:
-    "One split of training data: uint8 images (or a data set to transform per step) and each image's captions."
-    images:torch.Tensor|None # uint8 (N, 3, H, W) after a deterministic transform; None for per-step transforms
+    "One split of training data: each image's id and captions, and where its pixels come from."
+    ids:list # per image, a stable id (the source's `image_id`; `shapes/<split>/<k>` for the Shapes world)
     captions:list # per image, a list of captions
-    dataset:object=None # the source data set (column `image`), used when `images` is None
-    transform:object=None # the random `ImageTransform` applied per step
+    images:torch.Tensor|None=None # uint8 (N, 3, H, W) rendered in memory (the Shapes world)
+    dataset:object=None # else the source data set (column `image`), each image decoded only when needed
     def __len__(self): return len(self.captions)
 
 def _u8(x): return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 def _from_u8(x): return x.float() / 127.5 - 1
+
+@patch
+def image(self:ImageSet, i:int, transform:ImageTransform, rng=None) -> torch.Tensor:
+    "Image `i` as uint8 (3, H, W): a rendered image as it is, else decoded and put through `transform` (drawing from `rng`)."
+    if self.images is not None: return self.images[i]
+    return _u8(transform(self.dataset[i]["image"], rng=rng))
+
+@patch
+def views(self:ImageSet, i:int, transform:ImageTransform) -> torch.Tensor:
+    "(V, 3, H, W) uint8: image `i` centre-cropped, and its mirror image too when `transform` flips."
+    x = self.image(i, ImageTransform(transform.resolution))
+    return torch.stack([x, x.flip(-1)]) if transform.flip else x[None]
+
+@patch
+def select(self:ImageSet, idx) -> ImageSet:
+    "The images at positions `idx` as an ImageSet."
+    idx = list(idx)
+    return ImageSet([self.ids[i] for i in idx], [self.captions[i] for i in idx],
+                    None if self.images is None else self.images[idx], None if self.dataset is None else self.dataset.select(idx))
 
 # %% ../nbs/02_train.ipynb #f20b09d5
 def shapes_images(config:TrainConfig, # resolution, seed, sizes
@@ -202,66 +236,191 @@ def shapes_images(config:TrainConfig, # resolution, seed, sizes
     weights = config.kind_weights if split == "train" else None  # validation keeps the natural mix
     world = ShapesWorld(config.resolution, seed=config.seed, split=split, kind_weights=weights, length=max(n, 1))
     images, captions, _ = world.render_pool(n, progress=n >= 2000)
-    return ImageSet(images, [[c] for c in captions])
+    return ImageSet([f"shapes/{split}/{k}" for k in range(n)], [[c] for c in captions], images)
 
-def captioned_images(ds, # data set with columns `image` and `captions` (from `load_captioned`)
-                     transform:ImageTransform, # resize + crop (+ flip)
+def captioned_images(ds, # data set with columns `image`, `captions` and `image_id` (from `load_captioned`)
                     ) -> ImageSet:
-    "An ImageSet from a captioned data set: transformed once when the transform is deterministic."
-    captions = [[c] if isinstance(c, str) else list(c) for c in ds["captions"]]
-    if transform.crop == "random" or transform.flip: return ImageSet(None, captions, ds, transform)
-    images = torch.stack([_u8(transform(row["image"])) for row in tqdm(ds, desc="images", leave=False)])
-    return ImageSet(images, captions)
+    "An ImageSet over a captioned data set; the images stay in their files until needed."
+    return ImageSet(list(ds["image_id"]), [[c] if isinstance(c, str) else list(c) for c in ds["captions"]], dataset=ds)
 
 # %% ../nbs/02_train.ipynb #1b4f29c4
-def load_images(config:TrainConfig, # data, resolution, crop, flip, val_size, seed
+def load_images(config:TrainConfig, # data, subset, split, seed, shapes_pool, val_size
                ) -> tuple:
-    "(train, val) ImageSets: the Shapes world's train/val splits, or a captioned data set split by image."
+    "(train, held out) ImageSets: the Shapes world's train/val splits, or a captioned source split by image (`train_val_split`)."
     if config.data == "shapes":
         return shapes_images(config, "train", config.shapes_pool), shapes_images(config, "val", config.val_size)
-    ds = load_captioned(config.data, image_column=config.image_column, caption_column=config.caption_column, seed=config.seed)
-    parts = split_by_image(ds, seed=config.seed)
-    train, val = (parts["train"], parts["val"]) if isinstance(parts, dict) else parts
-    val = val.select(range(min(len(val), config.val_size)))
-    tfm = ImageTransform(config.resolution, crop=config.crop, flip=config.flip, seed=config.seed)
-    return captioned_images(train, tfm), captioned_images(val, ImageTransform(config.resolution))
+    parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
+                            image_column=config.image_column, caption_column=config.caption_column)
+    return captioned_images(parts["train"]), captioned_images(parts["val"])
+
+# %% ../nbs/02_train.ipynb #5e0d1a02
+def _pread(fd, size, offset):
+    parts = []
+    while size > 0:
+        b = os.pread(fd, size, offset)
+        if not b: raise EOFError(f"short read at byte {offset}")
+        parts.append(b); size -= len(b); offset += len(b)
+    return b"".join(parts)
+
+class DiskArray:
+    "A fixed-shape array in a `.npy` file, written and read by rows with positioned I/O: nothing is held in memory."
+    def __init__(self, path:str|Path, # the .npy file
+                 shape:tuple|None=None, # create the file with this shape (zeros); None: open an existing one
+                 dtype=None, # dtype of a new file
+                ):
+        self.path, self._fd = Path(path), None
+        if shape is not None:
+            self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+            with open(self.path, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+                np.lib.format.write_array_header_1_0(f, header)
+                self.offset = f.tell(); f.truncate(self.offset + self.row_bytes * self.shape[0])
+        else:
+            with open(self.path, "rb") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                self.shape, _, self.dtype = read(f); self.offset = f.tell()
+
+    @property
+    def row_bytes(self) -> int: return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+    def __len__(self): return self.shape[0]
+    def __getstate__(self): return {**self.__dict__, "_fd": None}  # a worker process opens its own
+    def __repr__(self): return f"DiskArray({self.path.name}, shape={self.shape}, dtype={self.dtype})"
+
+# %% ../nbs/02_train.ipynb #5e0d1a03
+@patch
+def read(self:DiskArray, idx) -> np.ndarray:
+    "Rows `idx` (a slice, or a list / array / tensor of row numbers) as a new array."
+    if self._fd is None: self._fd = os.open(self.path, os.O_RDONLY)
+    rb, rows = self.row_bytes, self.shape[1:]
+    if isinstance(idx, slice):
+        start, stop, _ = idx.indices(len(self))
+        return np.frombuffer(_pread(self._fd, max(0, stop - start) * rb, self.offset + start * rb), self.dtype).reshape(-1, *rows).copy()
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    out = np.empty((len(idx), *rows), self.dtype)
+    for k, i in enumerate(idx): out[k] = np.frombuffer(_pread(self._fd, rb, self.offset + int(i) * rb), self.dtype).reshape(rows)
+    return out
+
+@patch
+def write(self:DiskArray, start:int, rows:np.ndarray):
+    "Write `rows` into the file from row `start` on."
+    data = np.ascontiguousarray(rows, dtype=self.dtype)
+    if data.shape[1:] != self.shape[1:] or start + len(data) > len(self):
+        raise ValueError(f"rows of shape {data.shape} do not fit {self} at row {start}")
+    fd, view, offset = os.open(self.path, os.O_WRONLY), memoryview(data).cast("B"), self.offset + start * self.row_bytes
+    try:
+        while len(view): n = os.pwrite(fd, view, offset); view, offset = view[n:], offset + n
+    finally: os.close(fd)
+
+# %% ../nbs/02_train.ipynb #5e0d1a06
+def fingerprint(*parts) -> str:
+    "A short hex digest of `parts` (JSON-able values or bytes)."
+    h = hashlib.sha256()
+    for p in parts: h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode()); h.update(b"\0")
+    return h.hexdigest()[:20]
+
+def module_digest(module) -> str:
+    "A digest of a module's weights: names, dtypes, shapes and values."
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+def images_digest(images:ImageSet) -> str:
+    "A digest of an ImageSet's ids and pixels as stored: rendered bytes, embedded bytes, or each file's path, size and modification time."
+    h = hashlib.sha256(json.dumps(images.ids).encode())
+    if images.images is not None: h.update(images.images.numpy().tobytes()); return h.hexdigest()
+    import datasets
+    for batch in images.dataset.cast_column("image", datasets.Image(decode=False)).iter(batch_size=1024):
+        for x in batch["image"]:
+            if x.get("bytes"): h.update(x["bytes"])
+            else: st = os.stat(x["path"]); h.update(f"{x['path']}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+# %% ../nbs/02_train.ipynb #5e0d1a07
+def shard(n:int, # rows
+          rank:int=0, # this process
+          num_processes:int=1, # processes in the run
+         ) -> range:
+    "The contiguous block of `n` rows that process `rank` encodes and trains on (blocks differ in size by at most one)."
+    return range(n * rank // num_processes, n * (rank + 1) // num_processes)
+
+def filled_cache(folder:Path, # the cache folder, named by its fingerprint
+                 arrays:dict, # name -> (shape, dtype) of each array; all have the same number of rows
+                 fill, # fill(arrays, rows): writes this process's `rows` (a range) into the open DiskArrays
+                 rank:int=0, num_processes:int=1, # this process, and how many fill the cache together
+                 barrier=None, # waits for every process (accelerate's `wait_for_everyone`)
+                 token:str="0", # names this run's temporary folder (the same on every process)
+                ) -> dict:
+    "The DiskArrays of the cache in `folder`: reused when complete, else filled (each process its own rows) and renamed into place."
+    barrier, folder = barrier or (lambda: None), Path(folder)
+    if not (folder/"done.json").exists():
+        tmp, n = folder.with_name(f".tmp-{folder.name}-{token}"), next(iter(arrays.values()))[0][0]
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+            for name, (shape, dtype) in arrays.items(): DiskArray(tmp/f"{name}.npy", shape, dtype)
+        barrier()
+        fill({name: DiskArray(tmp/f"{name}.npy") for name in arrays}, shard(n, rank, num_processes))
+        barrier()
+        if rank == 0:
+            _write_text(tmp/"done.json", json.dumps({k: [list(s), np.dtype(d).str] for k, (s, d) in arrays.items()}))
+            if folder.exists() and not (folder/"done.json").exists(): shutil.rmtree(folder)  # an unfinished leftover
+            try: os.replace(tmp, folder)
+            except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another run finished the same cache first
+        barrier()
+    return {name: DiskArray(folder/f"{name}.npy") for name in arrays}
 
 # %% ../nbs/02_train.ipynb #3f3a5298
 class CaptionCache:
-    "Text-encoder outputs for every unique caption, computed once (index 0 is the empty prompt)."
+    "Raw text-encoder states of every unique caption (index 0: the empty prompt) in a disk cache; whitened at lookup."
     def __init__(self,
-                 pipe, # the pipeline whose `encode_prompt` is cached
+                 pipe, # the pipeline whose text encoder is cached (its `text_whitening` is applied at lookup)
                  captions:list, # all captions training and validation will use (duplicates are fine)
+                 folder:str|Path, # the cache root; this cache goes into a subfolder named by its fingerprint
                  batch_size:int=256, # captions per text-encoder call
-                 dtype:torch.dtype=torch.float16, # storage dtype
+                 **shards, # rank, num_processes, barrier, token: see `filled_cache`
                 ):
-        self.captions = list(dict.fromkeys([""] + list(captions)))  # first-seen order: same on every process
+        self.pipe, self.captions = pipe, list(dict.fromkeys([""] + list(captions)))  # first-seen order: same on every process
         self.index = {c: i for i, c in enumerate(self.captions)}
-        hidden, pooled = [], []
-        with torch.no_grad():
-            for i in tqdm(range(0, len(self.captions), batch_size), desc="captions", leave=False):
-                h, p = pipe.encode_prompt(self.captions[i:i + batch_size])
-                hidden.append(h.to("cpu", dtype)); pooled.append(None if p is None else p.to("cpu", dtype))
-        self.hidden = torch.cat(hidden)
-        self.pooled = None if pooled[0] is None else torch.cat(pooled)
+        text, pooled, self.encoded = pipe.text, pipe.config.pooled_text, 0
+        fp = fingerprint("captions", module_digest(pipe.text_encoder), text.max_length, sorted(pipe.tokenizer.get_vocab().items()),
+                         self.captions, pooled)
+        n, arrays = len(self.captions), {"hidden": ((len(self.captions), text.max_length, text.dim), np.float16)}
+        if pooled: arrays["pooled"] = ((n, text.dim), np.float16)
+        def fill(out, rows):
+            for i in tqdm(range(rows.start, rows.stop, batch_size), desc="captions", leave=False, disable=len(rows) < 4 * batch_size):
+                h, p = text.encode_pooled(self.captions[i:min(i + batch_size, rows.stop)])
+                out["hidden"].write(i, h.to("cpu", torch.float16).numpy())
+                if pooled: out["pooled"].write(i, p.to("cpu", torch.float16).numpy())
+                self.encoded += len(h)
+        self.folder = Path(folder)/f"captions-{fp}"
+        arrays = filled_cache(self.folder, arrays, fill, **shards)
+        self.hidden, self.pooled = arrays["hidden"], arrays.get("pooled")
 
     def __len__(self): return len(self.captions)
     def ids(self, captions:list) -> torch.Tensor: return torch.tensor([self.index[c] for c in captions])
-    def lookup(self, ids:torch.Tensor, device="cpu", dtype=torch.float32) -> tuple:
-        "(hidden, pooled) for caption indices `ids`."
-        p = None if self.pooled is None else self.pooled[ids].to(device, dtype)
-        return self.hidden[ids].to(device, dtype), p
+
+# %% ../nbs/02_train.ipynb #5e0d1a08
+@patch
+def lookup(self:CaptionCache, ids:torch.Tensor, device="cpu", dtype=torch.float32) -> tuple:
+    "(hidden, pooled) for caption indices `ids`, as `encode_prompt` gives them (whitened if the model has a whitening)."
+    hidden = torch.from_numpy(self.hidden.read(ids)).to(device).float()
+    if self.pipe.text_whitening is not None: hidden = self.pipe.text_whitening(hidden)
+    pooled = None if self.pooled is None else torch.from_numpy(self.pooled.read(ids)).to(device, dtype)
+    return hidden.to(dtype), pooled
 
 # %% ../nbs/02_train.ipynb #aab53977
 def fit_text_whitening(pipe, # the pipeline: only an unfitted `text_whitening` is fitted
                        cache:CaptionCache, # its caption cache, holding the encoder's raw token states
                        captions:list, # the training captions: the only ones the fit sees
+                       chunk:int=4096, # captions read from disk at a time
                       ) -> bool:
-    "Fit the pipeline's text whitening to the training captions' cached states, then whiten the cache; True if it fitted."
+    "Fit the pipeline's text whitening to the training captions' cached states; True if it fitted."
     w = getattr(pipe, "text_whitening", None)
     if w is None or w.fitted: return False
-    w.fit(cache.hidden[cache.ids(list(dict.fromkeys(captions)))])
-    cache.hidden = torch.cat([w(h.to(w.device)).to("cpu", h.dtype) for h in cache.hidden.split(4096)])
+    ids = cache.ids(list(dict.fromkeys(captions)))
+    w.fit(torch.from_numpy(cache.hidden.read(ids[i:i + chunk])) for i in range(0, len(ids), chunk))
     return True
 
 # %% ../nbs/02_train.ipynb #cd8b733a
@@ -275,6 +434,51 @@ def encode_images(pipe, # the pipeline whose `to_model_space` is used
     with torch.no_grad():
         return torch.cat([pipe.to_model_space(_from_u8(images[i:i + batch_size]).to(device, dtype)).float().cpu()
                           for i in range(0, len(images), batch_size)])
+
+# %% ../nbs/02_train.ipynb #5e0d1a09
+class _Views(Dataset):
+    "Image `i` of an ImageSet and its mirror image (when flipping), uint8, for a DataLoader."
+    def __init__(self, images, transform): self.images, self.transform = images, transform
+    def __len__(self): return len(self.images)
+    def __getitem__(self, i): return self.images.views(i, self.transform)
+
+class LatentCache:
+    "Model-space inputs of an ImageSet in a disk cache: VAE latents (float32), or the uint8 pixels of a pixel-space model."
+    def __init__(self,
+                 pipe, # the pipeline whose VAE encodes (none: pixel space)
+                 images:ImageSet, # the images
+                 transform:ImageTransform, # resolution, centre crop, flip (both views cached)
+                 folder:str|Path, # the cache root; this cache goes into a subfolder named by its fingerprint
+                 device="cpu", dtype=torch.float32, # where and in which dtype the VAE runs
+                 batch_size:int=64, # images per VAE call
+                 num_workers:int=0, # DataLoader processes decoding images ahead of the VAE
+                 **shards, # rank, num_processes, barrier, token: see `filled_cache`
+                ):
+        if transform.crop != "center": raise ValueError("A latent cache needs crop='center': a random crop is a new image every epoch")
+        r, latent, self.encoded = transform.resolution, pipe.vae is not None, 0
+        views = 2 if transform.flip else 1
+        shape = (len(images), views, *pipe.model_space_shape(r, r)) if latent else (len(images), views, 3, r, r)
+        fp = fingerprint("latents", images_digest(images), repr(transform), module_digest(pipe.vae) if latent else "uint8 pixels", str(dtype))
+        def fill(out, rows):
+            loader = DataLoader(_Views(images, transform), batch_size=batch_size, sampler=rows, num_workers=num_workers)
+            for i, x in zip(range(rows.start, rows.stop, batch_size), tqdm(loader, desc="images", leave=False, disable=len(rows) < 2000)):
+                if latent: x = encode_images(pipe, x.flatten(0, 1), device, dtype).unflatten(0, (len(x), views))
+                out["x"].write(i, x.numpy()); self.encoded += len(x)
+        self.folder = Path(folder)/f"latents-{fp}"
+        self.x = filled_cache(self.folder, {"x": (shape, np.float32 if latent else np.uint8)}, fill, **shards)["x"]
+
+    def __len__(self): return len(self.x)
+    def read(self, idx, views=None) -> torch.Tensor:
+        "Stored rows of images `idx`, view `views` of each (default 0: as is; 1: mirrored): float32 latents or uint8 pixels."
+        x = torch.from_numpy(self.x.read(idx))
+        return x[:, 0] if views is None else x[torch.arange(len(x)), torch.as_tensor(views)]
+
+def flip_views(idx:torch.Tensor, # image indices
+               epoch:int, # epoch number
+               seed:int=0, # run seed
+              ) -> torch.Tensor:
+    "The cached view each image takes this epoch (1: mirrored): the same draw a flipping, centre-cropping `ImageTransform` makes."
+    return torch.tensor([int(np.random.default_rng([seed, epoch, i]).random() < 0.5) for i in idx.tolist()], dtype=torch.long)
 
 # %% ../nbs/02_train.ipynb #6c42961f
 def epoch_order(n:int, # number of training images
@@ -291,12 +495,12 @@ def batch_indices(k:int, # micro-batch number since the start of the run
                   rank:int=0, # this process
                   seed:int=0, # run seed
                  ) -> tuple:
-    "(epoch, image indices) of micro-batch `k` for process `rank`; the incomplete last batch of an epoch is dropped."
-    per_epoch = n // (batch_size * num_processes)
+    "(epoch, image indices) of micro-batch `k` for process `rank`, from its own shard; the incomplete last batch of an epoch is dropped."
+    per_epoch = (n // num_processes) // batch_size
     if per_epoch == 0: raise ValueError(f"{n} training images are fewer than one batch of {batch_size} x {num_processes} processes; lower batch_size")
     epoch, j = divmod(k, per_epoch)
-    start = (j * num_processes + rank) * batch_size
-    return epoch, epoch_order(n, epoch, seed)[start:start + batch_size]
+    rows = shard(n, rank, num_processes)
+    return epoch, rows.start + epoch_order(len(rows), epoch, seed)[j * batch_size:(j + 1) * batch_size]
 
 def step_generator(seed:int, rank:int, k:int) -> torch.Generator:
     "The generator for noise, timesteps and caption dropout of micro-batch `k` on process `rank`."
@@ -503,24 +707,43 @@ class Trainer:
 # %% ../nbs/02_train.ipynb #43537d1c
 @patch
 def setup_data(self:Trainer):
-    "Load images, encode every caption once, cache latents when the transform is deterministic, fix validation."
-    cfg = self.config
-    self.train_set, val_set = load_images(cfg)
-    captions = [c for cs in self.train_set.captions + val_set.captions for c in cs]
-    self.captions = CaptionCache(self.pipe, captions)
+    "Load the splits, fill the disk caches, fit the text whitening, fix validation and the grids' prompts."
+    cfg, acc = self.config, self.accelerator
+    self.train_set, self.heldout = load_images(cfg)
+    val_set = self.heldout.select(range(min(cfg.val_size, len(self.heldout))))
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()/"data"
+    shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
+                  token=str(int(self.main_value(os.getpid()))))
+    self.captions = CaptionCache(self.pipe, [c for cs in self.train_set.captions + val_set.captions for c in cs], root, **shards)
     whitened = fit_text_whitening(self.pipe, self.captions, [c for cs in self.train_set.captions for c in cs])
-    cache = cfg.cache_latents if cfg.cache_latents is not None else self.train_set.images is not None
-    if cache and self.train_set.images is None: raise ValueError("cache_latents=True needs a deterministic transform (crop='center', flip=False)")
-    self.latents = encode_images(self.pipe, self.train_set.images, self.device, self.dtype) if cache else None
-    if cache: self.train_set.images = None  # the latents replace the images
+    self.transform = ImageTransform(cfg.resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
+    cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
+    enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
+    self.latents = LatentCache(self.pipe, self.train_set, self.transform, root, **enc) if cache else None
+    self.batches = MicroBatches(self.train_set, self.latents, self.transform, cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed)
+    val = LatentCache(self.pipe, val_set, ImageTransform(cfg.resolution), root, **enc).read(slice(None))
+    self.val_x0 = val if val.is_floating_point() else encode_images(self.pipe, val)
     n, g = len(val_set), torch.Generator().manual_seed(cfg.seed + 1)
-    self.val_x0 = encode_images(self.pipe, val_set.images, self.device, self.dtype)
     self.val_noise = torch.randn(self.val_x0.shape, generator=g)
     self.val_t = torch.linspace(0, self.scheduler.config.num_train_timesteps - 1, n).round().long()
     self.val_ids = self.captions.ids([cs[0] for cs in val_set.captions])
-    if self.is_main: print(f"Data: {len(self.train_set)} training and {n} validation images, {len(self.captions)} unique captions "
-                           f"encoded{' (token states whitened, fitted to the training captions)' if whitened else ''}, "
-                           f"latents {'cached' if cache else 'computed per step'} ({time.time() - self.t_start:.0f} s)")
+    self.examples = None if cfg.data == "shapes" else heldout_examples(self.heldout, cfg.resolution, seed=cfg.seed)
+    if cfg.val_prompts is None: cfg.val_prompts = list(DEFAULT_VAL_PROMPTS) if cfg.data == "shapes" else self.examples[0]
+    if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the validation loss), "
+                           f"{len(self.captions)} unique captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; "
+                           f"caches in {root} ({self.captions.encoded} captions, {self.latents.encoded if cache else 0} images encoded "
+                           f"here; latents {'cached' if cache else 'computed per step'}) ({time.time() - self.t_start:.0f} s)")
+
+# %% ../nbs/02_train.ipynb #6a0b2c01
+def heldout_examples(images:ImageSet, # the held-out split
+                     resolution:int, # side of the real images returned
+                     n:int=8, # examples
+                     seed:int=0, # seeds the choice of images and captions
+                    ) -> tuple:
+    "(captions, real images as PIL, image ids) of `n` held-out images chosen with `seed`, one caption each."
+    picks = sorted(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False).tolist())
+    captions = [pick_caption(images.captions[i], 0, i, seed) for i in picks]
+    return captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks], [images.ids[i] for i in picks]
 
 # %% ../nbs/02_train.ipynb #234c3dc2
 @patch
@@ -571,15 +794,30 @@ def main_value(self:Trainer, x:float) -> float:
     return broadcast(torch.tensor([float(x)], dtype=torch.float64, device=self.device)).item()
 
 # %% ../nbs/02_train.ipynb #a3d8deef
+class MicroBatches(Dataset):
+    "Micro-batch `k` of one process: (epoch, image indices, stored rows or uint8 images), for a DataLoader."
+    def __init__(self, images:ImageSet, latents:LatentCache|None, transform:ImageTransform, batch_size:int,
+                 num_processes:int=1, rank:int=0, seed:int=0):
+        self.images, self.latents, self.transform, self.seed = images, latents, transform, seed
+        self.order = dict(n=len(images), batch_size=batch_size, num_processes=num_processes, rank=rank, seed=seed)
+    def __len__(self): return 2**62  # micro-batches never run out: the trainer decides when to stop
+    def __getitem__(self, k):
+        epoch, idx = batch_indices(k, **self.order)
+        if self.latents is not None:
+            return epoch, idx, self.latents.read(idx, flip_views(idx, epoch, self.seed) if self.transform.flip else None)
+        return epoch, idx, torch.stack([self.images.image(i, self.transform, np.random.default_rng([self.seed, epoch, i])) for i in idx.tolist()])
+
 @patch
-def model_inputs(self:Trainer, idx:torch.Tensor, epoch:int) -> torch.Tensor:
-    "Clean model-space images for training images `idx`: from the latent cache, or encoded now."
-    if self.latents is not None: return self.latents[idx].to(self.device)
-    ts = self.train_set
-    if ts.images is not None: images = ts.images[idx]
-    else: images = torch.stack([_u8(ts.transform(ts.dataset[i]["image"], rng=np.random.default_rng([self.config.seed, epoch, i])))
-                                for i in idx.tolist()])
-    return encode_images(self.pipe, images, self.device, self.dtype).to(self.device)
+def batch_inputs(self:Trainer, k:int) -> tuple:
+    "(epoch, image indices, clean model-space images) of micro-batch `k`: read ahead by DataLoader workers, or here."
+    if not self.config.num_workers: epoch, idx, x = self.batches[k]
+    else:
+        if getattr(self, "_next_k", None) != k:  # (re)start the workers at micro-batch k
+            self._reader = iter(DataLoader(self.batches, batch_size=None, sampler=range(k, 2**62), num_workers=self.config.num_workers,
+                                           pin_memory=self.device.type == "cuda"))
+        epoch, idx, x = next(self._reader); self._next_k = k + 1
+    x0 = x.to(self.device, non_blocking=True) if x.is_floating_point() else encode_images(self.pipe, x, self.device, self.dtype)
+    return epoch, idx, x0.to(self.device)
 
 @patch
 def caption_ids(self:Trainer, idx:torch.Tensor, epoch:int, generator:torch.Generator) -> torch.Tensor:
@@ -591,10 +829,9 @@ def caption_ids(self:Trainer, idx:torch.Tensor, epoch:int, generator:torch.Gener
 def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
     "The loss of micro-batch `k` on this process."
     cfg, acc = self.config, self.accelerator
-    epoch, idx = batch_indices(k, len(self.train_set), cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed)
+    epoch, idx, x0 = self.batch_inputs(k)
     g = step_generator(cfg.seed, acc.process_index, k)
     hidden, pooled = self.captions.lookup(self.caption_ids(idx, epoch, g), self.device, self.dtype)
-    x0 = self.model_inputs(idx, epoch)
     noise = torch.randn(x0.shape, generator=g).to(self.device)
     t = torch.multinomial(self.timestep_weights, len(idx), replacement=True, generator=g).to(self.device)
     with acc.autocast():
@@ -653,17 +890,20 @@ def val_loss(self:Trainer) -> float:
 
 # %% ../nbs/02_train.ipynb #5f28ce81
 @patch
-def sample_grid(self:Trainer, prompts:list, path:Path) -> Path:
-    "Save a grid of `prompts` x the validation seeds (EMA weights), with prompts and settings in the PNG metadata."
+def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real_ids:list|None=None) -> Path:
+    "Save a grid of `prompts` x the validation seeds (EMA weights), under a row of `real` images if given; settings in the PNG metadata."
     from PIL.PngImagePlugin import PngInfo
     seeds = self.config.val_seeds
     with self.ema_weights():
         results = generate(self.pipe, [p for _ in seeds for p in prompts], seed=[s for s in seeds for _ in prompts],
                            guidance_scale=self.config.guidance_scale, steps=self.config.sample_steps, progress=False)
     params = {k: results[0].params[k] for k in ("scheduler", "steps", "guidance_scale")}
-    info = PngInfo(); info.add_text("params", json.dumps({"prompts": prompts, "seeds": seeds, "step": self.step, **params}))
+    info = PngInfo(); info.add_text("params", json.dumps({"prompts": prompts, "seeds": seeds, "step": self.step, **params,
+                                                          **({"real_image_ids": real_ids} if real_ids else {})}))
+    images, captions = [r.image for r in results], [r.params["prompt"] for r in results]
+    if real: images, captions = list(real) + images, [f"real: {p}" for p in prompts] + captions
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid([r.image for r in results], captions=[r.params["prompt"] for r in results], ncols=len(prompts), scale=3).save(path, pnginfo=info)
+    image_grid(images, captions=captions, ncols=len(prompts), scale=3).save(path, pnginfo=info)
     return path
 
 # %% ../nbs/02_train.ipynb #5a0abf3d
@@ -707,7 +947,7 @@ def after_step(self:Trainer, loss:float, images_per_s:float, last:bool):
     validate = step % cfg.val_every == 0 or last
     val = self.val_loss() if validate else None
     if self.is_main:
-        epoch = self.micro_batch / max(1, len(self.train_set) // (cfg.batch_size * self.accelerator.num_processes))
+        epoch = self.micro_batch / max(1, len(self.train_set) // self.accelerator.num_processes // cfg.batch_size)
         self.log.write(_log_line(dict(step=step, epoch=epoch, loss=loss, val_loss=val, lr=self.lr_scheduler.get_last_lr()[0],
                                       images_per_s=images_per_s)))
         self.log.flush()
@@ -725,12 +965,21 @@ def done(self:Trainer) -> bool:
 
 # %% ../nbs/02_train.ipynb #c7ca8171
 @patch
+def write_heldout(self:Trainer) -> Path:
+    "Record which images were held out of training (`heldout.json`), so an evaluation can use exactly those."
+    cfg = self.config
+    record = dict(data=cfg.data, split=cfg.split, subset=cfg.subset, seed=cfg.seed, image_ids=list(self.heldout.ids),
+                  val_loss_image_ids=list(self.heldout.ids[:cfg.val_size]))
+    _write_text(self.run_dir/"heldout.json", json.dumps(record, indent=1))
+    return self.run_dir/"heldout.json"
+
+@patch
 def fit(self:Trainer) -> Path:
     "Train until done, then save the final model; returns the run folder."
     cfg, acc = self.config, self.accelerator
     images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
     if self.is_main:
-        self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json")
+        self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
         self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
     bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
     speed, first, t_first = None, self.step + 1, None
@@ -744,7 +993,7 @@ def fit(self:Trainer) -> Path:
             self.calibrate((time.time() - t_first) / (self.step - first)); bar.total = self.total_steps; bar.refresh()
         self.after_step(loss, images_per_step / speed, last=self.done())
         bar.update(); bar.set_postfix(loss=f"{loss:.4f}", images_per_s=f"{images_per_step / speed:.0f}")
-    bar.close()
+    bar.close(); self._reader = self._next_k = None  # stops the DataLoader workers
     return self.finish()
 
 # %% ../nbs/02_train.ipynb #c26e17d2
@@ -755,11 +1004,10 @@ def save_model(self:Trainer, folder:Path) -> Path:
     with self.ema_weights(): return write_atomically(folder, self.pipe.save_pretrained)
 
 # %% ../nbs/02_train.ipynb #0c042e30
-def unseen_prompts(config:TrainConfig, # the run's config
+def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
                    n:int=8, # number of prompts
                   ) -> list:
-    "Captions never seen in training: held-out compositions of the Shapes world, else the validation prompts."
-    if config.data != "shapes": return list(config.val_prompts)[:n]
+    "Captions never seen in training: held-out colour/shape compositions of the Shapes world."
     world = ShapesWorld(config.resolution, seed=config.seed, split="heldout", length=n)
     return [world[i]["caption"] for i in range(n)]
 
@@ -771,12 +1019,13 @@ def finish(self:Trainer) -> Path:
         self.log.close()
         run = self.run_dir
         self.save_model(run/"model")
-        self.sample_grid(unseen_prompts(self.config), run/"samples"/"final.png")
+        if self.examples is None: self.sample_grid(unseen_prompts(self.config), run/"samples"/"final.png")
+        else: self.sample_grid(self.examples[0], run/"samples"/"final.png", real=self.examples[1], real_ids=self.examples[2])
         plot_loss_curve(run/"log.csv", run/"loss_curve.png")
         minutes = (time.time() - self.t_start) / 60
         print(f"Trained {self.step} steps in {minutes:.1f} min. Run folder: {run}\n"
               f"  model (EMA weights, diffusers format): {run/'model'}\n  config: {run/'config.json'}\n"
-              f"  log: {run/'log.csv'}\n  loss curve: {run/'loss_curve.png'}\n"
+              f"  log: {run/'log.csv'}\n  loss curve: {run/'loss_curve.png'}\n  held-out images: {run/'heldout.json'}\n"
               f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: {run/'checkpoints'}")
     self.accelerator.wait_for_everyone()
     return self.run_dir
@@ -789,6 +1038,7 @@ def train(config:TrainConfig, # the run's config
 
 # %% ../nbs/02_train.ipynb #758fadc2
 def _file_lines(path): return [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
+def _count_or_fraction(s:str): return float(s) if any(c in s for c in ".eE") else int(s)
 
 @call_parse
 def t2i_train(
@@ -798,6 +1048,8 @@ def t2i_train(
     data:str=TrainConfig.data, # `shapes` (the Shapes world) or any source `load_captioned` reads
     image_column:str=None, # Image column of a data set (default: guessed)
     caption_column:str=None, # Caption column of a data set (default: guessed)
+    subset:str=None, # Fraction (e.g. 0.05) or count (e.g. 1000) of the source's training images, chosen with --seed (default: all)
+    split:str=None, # Split of the source to train on (default: a Karpathy file's own train/val, else the whole source split by image)
     resolution:int=TrainConfig.resolution, # Image side in pixels
     crop:str=TrainConfig.crop, # `center` or `random` crops
     flip:store_true=False, # Random horizontal flips (not for the Shapes world)
@@ -824,11 +1076,13 @@ def t2i_train(
     timestep_bias_portion:float=TrainConfig.timestep_bias_portion, # Fraction of the timesteps that is biased
     prediction_type:str=TrainConfig.prediction_type, # `epsilon` or `v_prediction`
     mixed_precision:str=TrainConfig.mixed_precision, # `no`, `fp16` or `bf16`
-    cache_latents:str="auto", # Cache VAE latents / model-space images: `auto` (when deterministic), `yes` or `no`
+    cache_latents:str="auto", # Cache VAE latents / model-space images on disk: `auto` (with centre crops), `yes` or `no`
+    cache_dir:str=None, # Folder of the disk caches of captions and latents (default: $T2I_CACHE/data or ~/.cache/text2imagegen/data)
+    num_workers:int=TrainConfig.num_workers, # DataLoader processes reading batches ahead of the training step (0: none)
     checkpoint_every:int=TrainConfig.checkpoint_every, # Steps between checkpoints
     keep_checkpoints:int=TrainConfig.keep_checkpoints, # Checkpoints kept
     val_every:int=TrainConfig.val_every, # Steps between validation loss and sample grids
-    val_prompts:str=None, # Text file with one validation prompt per line (default: built-in Shapes prompts)
+    val_prompts:str=None, # Text file with one validation prompt per line (default: Shapes prompts, or captions of held-out images)
     val_seeds:str="0,1", # Comma-separated seeds of the sample grids
     guidance_scale:float=None, # Guidance of the sample grids (default: the model's sample defaults)
     sample_steps:int=None, # Denoising steps of the sample grids (default: the model's sample defaults)
@@ -843,6 +1097,6 @@ def t2i_train(
     args.update(cache_latents={"auto": None, "yes": True, "no": False}[cache_latents],
                 max_minutes=max_minutes or None, unet=json.loads(unet) if unet else {},
                 kind_weights=json.loads(kind_weights) if kind_weights else None, min_snr_gamma=min_snr_gamma or None, num_threads=num_threads or None,
-                val_prompts=_file_lines(val_prompts) if val_prompts else list(DEFAULT_VAL_PROMPTS),
+                subset=_count_or_fraction(subset) if subset else None, val_prompts=_file_lines(val_prompts) if val_prompts else None,
                 val_seeds=[int(s) for s in val_seeds.replace(",", " ").split()])
     return train(TrainConfig(**args))
