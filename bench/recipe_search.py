@@ -24,7 +24,7 @@ from text2imagegen.model import build_pipeline
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import score_point, train_with_snapshots
 
-TINY_ATTN_8_AND_4 = dict(  # cross-attention at 8x8 and 4x4 (now the preset's own; it had it only at 4x4 and in the mid block)
+TINY_ATTN_8_AND_4 = dict(  # cross-attention at 8x8 and 4x4, the tiny preset's layout (a no-op on the preset itself)
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
 
@@ -32,11 +32,7 @@ P4_ATTN_ALL = dict(  # pixel-unshuffle by 4 (32x32x3 -> 8x8x48): cross-attention
     pixel_shuffle=4, down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3)
 
 RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "kind_weights": train mix}
-    "baseline": {},  # the current defaults (TrainConfig, UNET_PRESETS["tiny"], PIPELINE_PRESETS["tiny"]); rows in
-                     # results/recipes.jsonl up to attn8_b16 used the earlier default: attention at 4x4 only, min-SNR 5;
-                     # all rows there predate one block per level, the "later" timestep bias, the 20-token context
-                     # and the attention-pooled caption summary (addition_embed_type="text"), 8 attention heads of 8 channels
-                     # and the whitened token states (text_whitening=0.1), and no self-attention outside the mid block (only_cross_attention)
+    "baseline": {},  # the defaults: TrainConfig, UNET_PRESETS["tiny"], PIPELINE_PRESETS["tiny"]
     "attn8": {"unet": TINY_ATTN_8_AND_4},
     "mix_hard": {"kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
     "attn8_mix": {"unet": TINY_ATTN_8_AND_4, "kind_weights": {"single": 1, "relation": 2, "count": 1.5}},
@@ -53,12 +49,12 @@ RECIPES = {  # name -> {"config": TrainConfig fields, "unet": UNet overrides, "k
     "p4_128_plain_v": {"unet": {**P4_ATTN_ALL, "block_out_channels": (128, 128, 128), "attention_head_dim": 8},
                        "config": {"min_snr_gamma": None}},
     "attn8_lpb1": {"unet": {**TINY_ATTN_8_AND_4, "layers_per_block": 1}},
-    "heads4": {"unet": {"attention_head_dim": 4}},  # 4 heads of 16 channels: the preset before 8 heads of 8
+    "heads4": {"unet": {"attention_head_dim": 4}},  # 4 heads of 16 channels (the preset: 8 heads of 8)
     "heads16": {"unet": {"attention_head_dim": 16}},  # 16 heads of 4 channels
     "tlpb2": {"unet": {"transformer_layers_per_block": 2}},  # two attention layers per cross-attention block
-    "no_self_attn": {"unet": {"only_cross_attention": True}},  # both attentions of every down/up transformer block attend to the text (now the preset's own)
-    "self_attn": {"unet": {"only_cross_attention": False}},  # self-attention, then cross-attention: the preset before the ninth session
-    "raw_text": {"config": {"text_whitening": 0}},  # MiniLM's token states as they are (the default before whitening)
+    "no_self_attn": {"unet": {"only_cross_attention": True}},  # both attentions of every down/up transformer block attend to the text (as in the preset)
+    "self_attn": {"unet": {"only_cross_attention": False}},  # self-attention, then cross-attention, in every down/up transformer block
+    "raw_text": {"config": {"text_whitening": 0}},  # MiniLM's token states as they are, not whitened
 }
 
 

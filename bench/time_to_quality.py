@@ -1,6 +1,6 @@
 """Time to quality: train the offline default for a wall-clock budget and score the adherence benchmark along the way.
 
-    python bench/time_to_quality.py                      # t2i-train's default recipe and budget, 2 threads (issue 7's measurement)
+    python bench/time_to_quality.py                      # t2i-train's default recipe and budget, 2 threads (bench/README.md)
     python bench/time_to_quality.py --minutes 1 --points 0.5 --n-per-prompt 1 --final-n-per-prompt 1 --per-category 5 --guidance 1,2  # smoke
     python bench/time_to_quality.py --final-steps 10,20,40 --final-schedulers dpm++2m,unipc,euler,ddim   # also choose the sampler
 

@@ -32,18 +32,28 @@ def test_every_notebook_processes(build):
     errors = re.findall(r'^ERROR: .*?(?=^ERROR: |^  processed )', build.stderr + build.stdout, re.M | re.S)
     assert build.returncode == 0, '\n'.join(errors) or build.stderr[-5000:]
 
-def _pages(site): return sorted(p.name for p in site.glob('*.html'))
+def _pages(site): return sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html'))
+
+def _sidebar_entries(items):
+    "Notebook paths of `sidebar.yml`'s contents, sections flattened, in order."
+    for o in items or []:
+        if isinstance(o, str): yield o
+        elif isinstance(o, dict): yield from ([o['href']] if 'href' in o else []) + list(_sidebar_entries(o.get('contents')))
 
 def test_sidebar_lists_every_notebook(site):
+    "Every notebook in `nbs/` and its subfolders (e.g. `nbs/explanations/`) is in the sidebar, in `sidebar.yml`'s order."
     import yaml
-    nbs = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))
+    nbs_dir = ROOT/'nbs'
+    nbs = sorted(p.relative_to(nbs_dir).as_posix() for p in [*nbs_dir.glob('*.ipynb'), *nbs_dir.glob('*/*.ipynb')]
+                 if not any(o.startswith(('_', '.')) for o in p.relative_to(nbs_dir).parts))
+    assert 'explanations/offline_recipe.ipynb' in nbs
     from nbdev.config import nbpath2html
     home = (site/'index.html').read_text()
     nav = re.search(r'<nav class="sidebar">(.*?)</nav>', home, re.S).group(1)
     hrefs = re.findall(r'<a href="([^"]+)"', nav)
-    for nb in nbs: assert nbpath2html(nb.name).name in hrefs, f'{nb.name} missing from the sidebar: {hrefs}'
-    order = yaml.safe_load((ROOT/'nbs/sidebar.yml').read_text())['website']['sidebar']['contents']
-    expected = [nbpath2html(o).name for o in order if (ROOT/'nbs'/o).exists()]
+    for nb in nbs: assert nbpath2html(nb).as_posix() in hrefs, f'{nb} missing from the sidebar: {hrefs}'
+    order = yaml.safe_load((nbs_dir/'sidebar.yml').read_text())['website']['sidebar']['contents']
+    expected = [nbpath2html(o).as_posix() for o in _sidebar_entries(order) if (nbs_dir/o).exists()]
     assert [h for h in hrefs[1:] if h in expected] == expected, 'sidebar order differs from sidebar.yml'
 
 def test_api_entry_for_every_exported_symbol(site):

@@ -425,7 +425,7 @@ ADHERENCE_PROMPTS = {  # category -> compact clause specs (fixed; drawn once wit
         "large purple circle top", "large purple circle bottom", "large purple circle center",
     ],
 }
-ADHERENCE_TARGETS = {  # the project's goal (issue 7): summary name -> (category, minimum score)
+ADHERENCE_TARGETS = {  # the project's goal: summary name -> (category, minimum score)
     "single object": ("single", 0.95), "held-out": ("held-out", 0.80),
     "relation": ("relation", 0.70), "counting": ("counting", 0.70)}
 
@@ -580,7 +580,7 @@ def _score(rows):
 def summarise(rows:list, # per-image results with "category", "passed", "checks"
               ceiling:dict|None=None, # the judge's ceiling (added per category)
              ) -> dict:
-    "Per-category and overall scores (with n, 95% CI, per-clause rates) and the issue-7 targets."
+    "Per-category and overall scores (with n, 95% CI, per-clause rates) and the project's targets (`ADHERENCE_TARGETS`)."
     cats = {c: _score([r for r in rows if r["category"] == c]) for c in dict.fromkeys(r["category"] for r in rows)}
     for c, s in cats.items(): s["ceiling"] = (ceiling or {}).get(c, {}).get("accuracy")
     targets = {name: {"category": c, "target": t, "score": cats[c]["score"], "met": cats[c]["score"] >= t}

@@ -4,7 +4,8 @@
 the same pages with what pip gives us: nbdev processes the notebooks exactly as it does for Quarto
 (`nbdev.processors.FilterDefaults`, as `nbdev-proc-nbs` does: front matter, `show_doc` API entries for every exported symbol, cross-reference
 links, hidden cells removed), and nbconvert renders each processed notebook to static HTML. Every page
-gets a sidebar listing the notebooks in the order of `nbs/sidebar.yml`; stored outputs (sample grids,
+gets a sidebar listing the notebooks in the order of `nbs/sidebar.yml`; notebooks in subfolders (e.g.
+`nbs/explanations/`) become pages in the same subfolders of the site; stored outputs (sample grids,
 loss curves, tables) are embedded in the pages, and other files under `nbs/` (e.g. `nbs/images/`) are
 copied next to them.
 
@@ -14,7 +15,7 @@ Usage (from the repository root):
     python tools/build_site.py --out /tmp/site
 """
 from __future__ import annotations
-import argparse, html, os, re, shutil, sys, time
+import argparse, html, os, posixpath, re, shutil, sys, time
 from pathlib import Path
 
 import yaml, nbformat
@@ -29,8 +30,8 @@ _CELL_KEYS = {'cell_type', 'id', 'metadata', 'source', 'outputs', 'execution_cou
 
 def sidebar_notebooks(
     nbs_path:Path, # The notebooks folder (holds `sidebar.yml`)
-) -> list[str]: # Notebook file names, in sidebar order
-    "Notebook names listed in `sidebar.yml` (sections flattened), then any other notebook in `nbs_path`."
+) -> list[str]: # Notebook paths relative to `nbs_path` ('02_train.ipynb', 'explanations/x.ipynb'), in sidebar order
+    "Notebooks listed in `sidebar.yml` (sections flattened), then any other notebook in `nbs_path` or one folder below it."
     def _flat(items):
         for o in items or []:
             if isinstance(o, str): yield o
@@ -39,7 +40,8 @@ def sidebar_notebooks(
                 yield from _flat(o.get('contents'))
     sb = nbs_path/'sidebar.yml'
     listed = list(_flat(yaml.safe_load(sb.read_text())['website']['sidebar']['contents'])) if sb.exists() else []
-    existing = sorted(p.name for p in nbs_path.glob('*.ipynb') if not p.name.startswith('_'))
+    existing = sorted(p.relative_to(nbs_path).as_posix() for p in [*nbs_path.glob('*.ipynb'), *nbs_path.glob('*/*.ipynb')]
+                      if not any(o.startswith(('_', '.')) for o in p.relative_to(nbs_path).parts))
     return [o for o in listed if o in existing] + [o for o in existing if o not in listed]
 
 def process_notebook(
@@ -149,14 +151,14 @@ blockquote{margin:0;padding:.3rem 1rem;background:#f8f9fa;border-left:3px solid 
 footer{margin-top:3rem;color:#888;font-size:.85rem} hr + p:has(> a:only-child){float:right;font-size:smaller;margin:0}
 '''
 
-def _page(title, description, body, nav, site_title) -> str:
-    "Wrap a rendered notebook body into a standalone HTML page with the sidebar."
+def _page(title, description, body, nav, site_title, root='') -> str:
+    "Wrap a rendered notebook body into a standalone HTML page with the sidebar; `root` leads from the page to the site's root."
     import mistune  # nbconvert's markdown renderer; descriptions may hold `code` and links
     desc = f'<div class="description">{mistune.html(description)}</div>' if description else ''
     return f'''<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)} – {html.escape(site_title)}</title><link rel="stylesheet" href="site.css"></head>
-<body><nav class="sidebar"><div class="site-title"><a href="index.html">{html.escape(site_title)}</a></div>{nav}</nav>
+<title>{html.escape(title)} – {html.escape(site_title)}</title><link rel="stylesheet" href="{root}site.css"></head>
+<body><nav class="sidebar"><div class="site-title"><a href="{root}index.html">{html.escape(site_title)}</a></div>{nav}</nav>
 <main><h1 class="title">{html.escape(title)}</h1>{desc}
 <div class="cells">
 {body}
@@ -165,15 +167,20 @@ def _page(title, description, body, nav, site_title) -> str:
 </body></html>
 '''
 
-def _fix_links(body:str, doc_url:str, pages:dict[str,str]) -> str:
+def _fix_links(body:str, doc_url:str, pages:dict[str,str], page:str='index.html') -> str:
     "Make links to the hosted docs relative, links to notebooks point at their pages, heading ids Quarto-style."
-    body = body.replace(f'href="{doc_url}', 'href="')
+    here = posixpath.dirname(page)  # the page's folder in the site ('' at the root)
+    body = body.replace(f'href="{doc_url}', 'href="' + _root(page))
     # Quarto (and so nbdev's symbol index, `_modidx.py`) lower-cases heading ids: `data.html#render`
     body = re.sub(r'(<h[1-6] id="|<a class="anchor-link" href="#)([^"]+)"', lambda m: m.group(1)+m.group(2).lower()+'"', body)
     def _nb(m):
-        name, frag = m.group(2), m.group(3) or ''
-        return f'{m.group(1)}{pages.get(name, nbpath2html(name).name)}{frag}"'
-    return re.sub(r'(href=")(?:\./)?([^":#/]+\.ipynb)(#[^"]*)?"', _nb, body)
+        name, frag = posixpath.normpath(posixpath.join(here, m.group(2))), m.group(3) or ''
+        return f'{m.group(1)}{posixpath.relpath(pages.get(name, nbpath2html(name).as_posix()), here or ".")}{frag}"'
+    return re.sub(r'(href=")(?![a-z]+:)([^":#]+\.ipynb)(#[^"]*)?"', _nb, body)
+
+def _root(page:str) -> str:
+    "The relative path from a page of the site to the site's root: '' for 'train.html', '../' for 'explanations/x.html'."
+    return '../' * page.count('/')
 
 def build_site(
     out:str|Path|None=None, # Output folder (default: `_site/` in the repository root)
@@ -192,7 +199,7 @@ def build_site(
             nbs_read[n] = nbformat.read(nbs/n, as_version=4)
         print(f'  processed {n} in {time.time()-t0:.1f}s')
     fms = {n: _frontmatter(nb) for n, nb in nbs_read.items()}
-    pages = {n: fms[n].get('output-file') or nbpath2html(n).name for n in nbs_read}
+    pages = {n: posixpath.join(posixpath.dirname(n), fms[n].get('output-file') or nbpath2html(n).name) for n in nbs_read}
     titles = {n: str(fms[n].get('title') or _heading(nbs_read[n]) or Path(n).stem) for n in nbs_read}
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -206,10 +213,12 @@ def build_site(
     doc_url = cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/' if cfg.get('doc_host') else 'https://invalid.example/'
     exporter = _exporter()
     for n, nb in nbs_read.items():
-        nav = ''.join(f'<a href="{pages[m]}"{ACTIVE if m == n else ""}>{html.escape(titles[m])}</a>' for m in nbs_read)
+        root = _root(pages[n])
+        nav = ''.join(f'<a href="{root}{pages[m]}"{ACTIVE if m == n else ""}>{html.escape(titles[m])}</a>' for m in nbs_read)
         clean_for_html(nb)
-        body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'path': str(nbs)}})
-        page = _page(titles[n], str(fms[n].get('description') or ''), _fix_links(body, doc_url, pages), nav, site_title)
+        body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'path': str((nbs/n).parent)}})
+        page = _page(titles[n], str(fms[n].get('description') or ''), _fix_links(body, doc_url, pages, pages[n]), nav, site_title, root)
+        (out/pages[n]).parent.mkdir(parents=True, exist_ok=True)
         (out/pages[n]).write_text(page, encoding='utf-8')
     print(f'Offline docs site: {len(nbs_read)} pages in {out} (open {out/"index.html"})')
     if failed: raise RuntimeError(f'nbdev failed to process {", ".join(failed)} (see above); their pages lack API entries')
