@@ -23,17 +23,18 @@ from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
 
 # %% auto #0
 __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHERENCE_PROMPTS', 'ADHERENCE_TARGETS',
-           'CEILING_SEED', 'JUDGE_VERSION', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'EVAL_KINDS', 'judge_targets',
-           'ShapesJudge', 'judge_input', 'split_logits', 'judge_read', 'judge_labels', 'judge_loss',
+           'CEILING_SEED', 'JUDGE_VERSION', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'FEATURES', 'EVAL_KINDS',
+           'judge_targets', 'ShapesJudge', 'judge_input', 'split_logits', 'judge_read', 'judge_labels', 'judge_loss',
            'judge_training_set', 'augment', 'train_judge', 'seen_clauses', 'seen_caption', 'clause_checks',
            'judge_clauses', 'parse_spec', 'adherence_prompts', 'judge_ceiling', 'ceiling_line', 'save_judge',
            'read_judge', 'cache_dir', 'judge_cache_path', 'load_judge', 'wilson_interval', 'benchmark_seeds',
            'summarise', 'adherence_benchmark', 'adherence_table', 'failure_figure', 'write_adherence_report',
            'choose_sample_defaults', 'save_sample_defaults', 'JudgeFeatures', 'InceptionFeatures', 'inception_features',
            'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap', 'kid_from_features',
-           'inception_score_from_logits', 'precision_recall', 'density_coverage', 'get_extractor',
-           'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss', 'shapes_validation_loss',
-           'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart', 'evaluate_run', 't2i_eval']
+           'inception_score_from_logits', 'precision_recall', 'density_coverage', 'PixelFeatures', 'CLIPImageFeatures',
+           'get_extractor', 'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss',
+           'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart',
+           'evaluate_run', 't2i_eval']
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -747,15 +748,21 @@ class InceptionFeatures(nn.Module):
     def forward(self, x): return self._run(x)[0]
     def logits(self, x): return self._run(x)[1]
 
-def inception_features(weights_path:str|Path|None=None, # the weights file; None: the torch hub cache
-                      ) -> InceptionFeatures:
-    "InceptionV3 features when torch-fidelity and its weights are available, else an error saying what to install where."
+def _inception_problems(weights_path=None):
+    "(weights path, what is missing for InceptionV3 features)."
     path = Path(weights_path) if weights_path else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
     problems = []
     try: import torch_fidelity  # noqa: F401
     except ImportError: problems.append("the `torch-fidelity` package is not installed (pip install torch-fidelity)")
     if not path.is_file(): problems.append(f"the InceptionV3 weights are missing: put {INCEPTION_WEIGHTS} (from {INCEPTION_URL}) at {path}")
-    if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems) + ". Offline, use the judge's features (feature='judge').")
+    return path, problems
+
+def inception_features(weights_path:str|Path|None=None, # the weights file; None: the torch hub cache
+                      ) -> InceptionFeatures:
+    "InceptionV3 features when torch-fidelity and its weights are available, else an error saying what to install where."
+    path, problems = _inception_problems(weights_path)
+    if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems) + ". Offline, use feature='judge' "
+                                         "(Shapes images) or feature='pixels' (any images; raw pixels, no learned features).")
     return InceptionFeatures(path)
 
 # %% ../nbs/04_evaluate.ipynb #ba3234e9
@@ -862,8 +869,58 @@ def density_coverage(real:torch.Tensor, # (N, D) real features
     inside = torch.cdist(real, fake) <= _knn_radius(real, k)[:, None]  # (N, M): fake j in the ball of real i
     return float(inside.sum() / (k * len(fake))), float(inside.any(1).double().mean())
 
+# %% ../nbs/04_evaluate.ipynb #0400ba62
+class PixelFeatures(nn.Module):
+    "Images area-resized to side × side, flattened RGB in [0, 1]: no weights and no learned features."
+    def __init__(self, side:int=8): # images shrink to side × side (3·side² features)
+        super().__init__()
+        self.side, self.num_features = side, 3 * side * side
+        self.name = f"pixels-{side}x{side} ({self.num_features}-d; raw pixels, no learned features)"
+    def forward(self, x): return F.interpolate(x.float(), size=(self.side, self.side), mode="area").flatten(1)
+
+# %% ../nbs/04_evaluate.ipynb #1f5616e6
+def _local_clip(model):
+    if Path(model).is_dir(): return str(model)
+    from huggingface_hub import try_to_load_from_cache
+    try: cached = try_to_load_from_cache(str(model), "config.json")
+    except Exception: cached = None  # not a valid hub id either
+    if isinstance(cached, str): return str(model)
+    raise FileNotFoundError(f"CLIP needs a CLIP model available locally, and {model!r} is neither a folder nor in the "
+                            "Hugging Face cache. Pass a folder with a saved CLIPModel + CLIPProcessor (e.g. "
+                            "openai/clip-vit-large-patch14 saved with save_pretrained) or download it where the hub is reachable.")
+
+class _CLIPFeatures(nn.Module):
+    "A CLIPModel whose get_*_features return tensors (transformers 5 returns output objects, which torchmetrics 1.9 cannot read)."
+    def __init__(self, model): super().__init__(); self.model, self.config = model, model.config
+    @staticmethod
+    def _tensor(out): return out if isinstance(out, torch.Tensor) else out.pooler_output
+    def get_image_features(self, *args, **kwargs): return self._tensor(self.model.get_image_features(*args, **kwargs))
+    def get_text_features(self, *args, **kwargs): return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+class CLIPImageFeatures(nn.Module):
+    "A CLIP model's image embeddings (`get_image_features` after its CLIPImageProcessor) of float images in [0, 1]."
+    def __init__(self,
+                 model:str|Path="openai/clip-vit-large-patch14", # a CLIP folder or a cached hub id
+                 device:str|None=None, # where CLIP runs (None: cuda when available, else cpu)
+                ):
+        super().__init__()
+        import transformers
+        path, device = _local_clip(model), device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.clip = _CLIPFeatures(transformers.CLIPModel.from_pretrained(path, local_files_only=True)).to(device).eval()
+        processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)  # the PIL one needs no torchvision
+        self.processor = processor.from_pretrained(path, local_files_only=True)
+        self.num_features = self.clip.config.projection_dim
+        self.name = f"clip:{model} (image embeddings, {self.num_features}-d)"
+    def forward(self, x):
+        arrays = list((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+        pixels = self.processor(images=arrays, return_tensors="pt")["pixel_values"]
+        p = next(self.clip.parameters())
+        return self.clip.get_image_features(pixel_values=pixels.to(p.device, p.dtype)).cpu()
+
 # %% ../nbs/04_evaluate.ipynb #d024c093
-def get_extractor(feature="judge", # "judge", "inception", or any nn.Module on float images in [0, 1]
+FEATURES = ("inception", "judge", "pixels", "clip:<hub id or folder>")  # feature extractor names `get_extractor` accepts
+
+def get_extractor(feature="judge", # one of FEATURES, or any nn.Module on float images in [0, 1]
                   judge:ShapesJudge|None=None, # the judge for feature="judge" (None: `load_judge()`)
                   inception_weights:str|None=None, # InceptionV3 weights file for feature="inception"
                  ) -> nn.Module:
@@ -871,7 +928,9 @@ def get_extractor(feature="judge", # "judge", "inception", or any nn.Module on f
     if isinstance(feature, nn.Module): return feature
     if feature == "judge": return JudgeFeatures(judge or load_judge())
     if feature == "inception": return inception_features(inception_weights)
-    raise ValueError(f"Unknown feature extractor {feature!r}; accepted: 'judge', 'inception' or an nn.Module")
+    if feature == "pixels": return PixelFeatures()
+    if isinstance(feature, str) and feature.startswith("clip:") and feature[5:]: return CLIPImageFeatures(feature[5:])
+    raise ValueError(f"Unknown feature extractor {feature!r}; accepted: {', '.join(FEATURES)} or an nn.Module")
 
 def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in [-1, 1]
                          fake, # generated images, same forms
@@ -908,24 +967,6 @@ def metrics_line(m:dict) -> str:
     return s + f" — n = {m['n_real']} real / {m['n_fake']} generated, features: {m['feature']} ({m['dims']}-d)"
 
 # %% ../nbs/04_evaluate.ipynb #0835588b
-def _local_clip(model):
-    if Path(model).is_dir(): return str(model)
-    from huggingface_hub import try_to_load_from_cache
-    try: cached = try_to_load_from_cache(str(model), "config.json")
-    except Exception: cached = None  # not a valid hub id either
-    if isinstance(cached, str): return str(model)
-    raise FileNotFoundError(f"CLIP score needs a CLIP model available locally, and {model!r} is neither a folder nor in the "
-                            "Hugging Face cache. Pass a folder with a saved CLIPModel + CLIPProcessor (e.g. "
-                            "openai/clip-vit-large-patch14 saved with save_pretrained) or download it where the hub is reachable.")
-
-class _CLIPFeatures(nn.Module):
-    "A CLIPModel whose get_*_features return tensors (transformers 5 returns output objects, which torchmetrics 1.9 cannot read)."
-    def __init__(self, model): super().__init__(); self.model, self.config = model, model.config
-    @staticmethod
-    def _tensor(out): return out if isinstance(out, torch.Tensor) else out.pooler_output
-    def get_image_features(self, *args, **kwargs): return self._tensor(self.model.get_image_features(*args, **kwargs))
-    def get_text_features(self, *args, **kwargs): return self._tensor(self.model.get_text_features(*args, **kwargs))
-
 def clip_score(images, # PIL images or a (B, 3, H, W) tensor in [-1, 1]
                prompts:list, # one prompt per image
                model:str|Path="openai/clip-vit-large-patch14", # a CLIP folder or a cached hub id
