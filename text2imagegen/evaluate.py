@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
                                 ShapesWorld, caption_for, render, pil_to_tensor, tensor_to_pil,
-                                ImageTransform, pick_caption, load_captioned, split_by_image, subset_indices)
+                                ImageTransform, pick_caption, load_captioned, split_by_image, subset_indices, cache_dir)
 
 # %% auto #0
 __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHERENCE_PROMPTS', 'ADHERENCE_TARGETS',
@@ -28,8 +28,8 @@ __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHE
            'judge_targets', 'ShapesJudge', 'judge_input', 'split_logits', 'judge_read', 'judge_labels', 'judge_loss',
            'judge_training_set', 'augment', 'train_judge', 'seen_clauses', 'seen_caption', 'clause_checks',
            'judge_clauses', 'parse_spec', 'adherence_prompts', 'judge_ceiling', 'ceiling_line', 'save_judge',
-           'read_judge', 'cache_dir', 'judge_cache_path', 'load_judge', 'wilson_interval', 'benchmark_seeds',
-           'summarise', 'adherence_benchmark', 'adherence_table', 'failure_figure', 'write_adherence_report',
+           'read_judge', 'judge_cache_path', 'load_judge', 'wilson_interval', 'benchmark_seeds', 'summarise',
+           'adherence_benchmark', 'adherence_table', 'failure_figure', 'write_adherence_report',
            'choose_sample_defaults', 'save_sample_defaults', 'JudgeFeatures', 'InceptionFeatures', 'inception_features',
            'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap', 'kid_from_features',
            'inception_score_from_logits', 'precision_recall', 'density_coverage', 'PixelFeatures', 'CLIPImageFeatures',
@@ -522,10 +522,6 @@ def read_judge(path:str|Path, # a file written by `save_judge`
 
 # %% ../nbs/04_evaluate.ipynb #7ede5e6e
 JUDGE_VERSION = 3  # bump when the judge's code changes meaning
-
-def cache_dir() -> Path:
-    "Where text2imagegen caches things: $T2I_CACHE, else ~/.cache/text2imagegen."
-    return Path(os.environ.get("T2I_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "text2imagegen")
 
 def judge_cache_path(**recipe) -> Path:
     "Cache file of the judge trained with `recipe` (defaults from `JUDGE_RECIPE`) on the current renderer."
