@@ -111,3 +111,19 @@ def test_cli_subset_and_split(sources, tmp_path):
     bad = subprocess.run([shutil.which("t2i-train") or "t2i-train", "--data", str(sources["kaggle"]), "--subset", "1.5",
                           "--output-dir", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "fraction in (0, 1]" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_cli_evaluates_the_run_on_its_held_out_images(sources, tmp_path):
+    "t2i-train then t2i-eval on the run folder alone: the data and held-out ids come from the run."
+    t2i_train(sources["imagefolder-jsonl"], tmp_path / "run", tmp_path / "cache")
+    cmd = [shutil.which("t2i-eval") or "t2i-eval", str(tmp_path / "run"), "--feature", "pixels", "--n-images", "64",
+           "--bootstrap", "10", "--steps", "1", "--clip-model", str(tmp_path / "no_clip_here")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+    held = set(json.loads((tmp_path / "run" / "heldout.json").read_text())["image_ids"])
+    report = json.loads((tmp_path / "run" / "eval" / "distribution.json").read_text())
+    text = json.dumps(report)
+    assert "pixels-8x8" in text and "FID" in (tmp_path / "run" / "eval" / "summary.md").read_text()
+    ids = report["image_ids"]
+    assert len(ids) == 64 and set(ids) <= held
+    assert (tmp_path / "run" / "eval" / "real_vs_generated.png").is_file()
