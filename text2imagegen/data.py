@@ -6,14 +6,14 @@ Docs: https://text2imagegen.github.io/text2imagegen/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #4c022f2a
 from __future__ import annotations
-import csv, io, json, math, os, warnings
+import csv, errno, io, json, math, os, stat, warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from fastcore.basics import patch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from tqdm.auto import tqdm
 
 # %% auto #0
@@ -364,17 +364,26 @@ def render_pool(self:ShapesWorld,
     return images, [c for p in parts for c in p[1]], [c for p in parts for c in p[2]]
 
 # %% ../nbs/00_data.ipynb #799c1350
+def _upright(img):
+    "`img` turned the way its EXIF orientation says (phone photos are stored sideways), else `img` itself."
+    try: orientation = img.getexif().get(0x0112, 1)
+    except Exception: return img  # unreadable EXIF: keep the pixels as stored
+    return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+
 def to_rgb(img:Image.Image, # any PIL image
           ) -> Image.Image:
-    "RGB version of `img`: transparency composited on white; L, P, CMYK, 16-bit and float images converted."
-    if img.mode == "RGB": return img
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+    "Upright RGB version of `img`: transparency composited on white; L, P, CMYK, 16-bit and float images converted."
+    img = _upright(img)
+    keyed = img.mode in ("RGB", "L", "P") and "transparency" in img.info  # one colour (or index) marks transparency
+    if img.mode == "RGB" and not keyed: return img
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or keyed:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit integer or float grey
-        a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and a.max() > 255) else 255.0
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        if img.mode == "F": hi = 1.0 if a.max(initial=0) <= 1 else 255.0  # floats in [0, 1], else in [0, 255]
+        else: hi = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and a.max() > 255) else 255.0
         a = np.clip(a / hi * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     return img.convert("RGB")
@@ -417,11 +426,13 @@ class ImageTransform:
         img, r = to_rgb(img), self.resolution
         w, h = img.size
         scale = r / min(w, h)
-        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))
-        if (nw, nh) != (w, h): img = img.resize((nw, nh), Image.LANCZOS, reducing_gap=3.0)
+        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))  # the size after resizing (never made: only the crop is)
         if self.crop == "center": x0, y0 = (nw - r) // 2, (nh - r) // 2
         else: x0, y0 = int(rng.integers(nw - r + 1)), int(rng.integers(nh - r + 1))
-        img = img.crop((x0, y0, x0 + r, y0 + r))
+        if (nw, nh) == (w, h): img = img.crop((x0, y0, x0 + r, y0 + r))
+        else:  # resize just the source pixels under the crop: the work is bounded by the crop, whatever the aspect ratio
+            box = (x0 * w / nw, y0 * h / nh, (x0 + r) * w / nw, (y0 + r) * h / nh)
+            img = img.resize((r, r), Image.LANCZOS, box=box, reducing_gap=3.0)
         if self.flip and rng.random() < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return pil_to_tensor(img)
 
@@ -459,6 +470,18 @@ ID_COLUMNS = ("image_id", "img_id", "filename", "file_name", "image_name", "id")
 IMAGE_DIR_NAMES = ("flickr30k-images", "flickr30k_images", "images")  # where images sit beside an index file
 
 # %% ../nbs/00_data.ipynb #91ecbfc3
+_MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit, used when `Image.MAX_IMAGE_PIXELS` is None
+
+def _file_problem(path):
+    "Why `path` is not a readable, non-empty file ('missing file', 'bad file name', 'symlink loop', ...), or None."
+    try: st = os.stat(path)
+    except ValueError: return "bad file name"  # a NUL character
+    except OSError as e:
+        return {errno.ENAMETOOLONG: "bad file name", errno.ELOOP: "symlink loop", errno.ENOENT: "missing file",
+                errno.ENOTDIR: "missing file"}.get(e.errno, f"unreadable file ({e.strerror})")
+    if not stat.S_ISREG(st.st_mode): return "missing file"
+    return "zero-byte file" if st.st_size == 0 else None
+
 def image_problem(src, # a path, raw bytes, or a datasets image dict {"bytes", "path"}
                  ) -> str|None:
     "Why `src` is not a usable image ('zero-byte file', 'truncated image', ...), or None when it is fine."
@@ -468,14 +491,13 @@ def image_problem(src, # a path, raw bytes, or a datasets image dict {"bytes", "
         if not src: return "zero-byte file"
         fp = io.BytesIO(src)
     else:
-        p = Path(src)
-        if not p.is_file(): return "missing file"
-        if p.stat().st_size == 0: return "zero-byte file"
-        fp = p
+        fp = Path(src)
+        if problem := _file_problem(fp): return problem
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as im:
+                if im.width * im.height > (Image.MAX_IMAGE_PIXELS or _MAX_PIXELS): return "decompression bomb"
                 if im.format == "JPEG": im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning): return "decompression bomb"
