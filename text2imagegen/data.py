@@ -6,24 +6,24 @@ Docs: https://text2imagegen.github.io/text2imagegen/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #4c022f2a
 from __future__ import annotations
-import csv, io, json, math, os, warnings
+import csv, errno, io, json, math, os, stat, warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from fastcore.basics import patch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS', 'HELD_OUT', 'CAPTION_TEMPLATES',
            'POSITION_PHRASES', 'RELATION_PHRASES', 'NUMBER_WORDS', 'SIZE_FRACTION', 'POSITION_ANCHORS', 'MARGIN', 'GAP',
-           'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES', 'describe',
-           'caption_for', 'render_with_boxes', 'render', 'ShapesWorld', 'show_samples', 'shape_mask', 'position_of',
-           'relation_holds', 'pairs_in', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'pick_caption',
-           'drop_captions', 'image_problem', 'subset_indices', 'load_captioned', 'split_by_image', 'train_val_split',
-           'cache_dir']
+           'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES',
+           'MAX_CAPTION_CHARS', 'describe', 'caption_for', 'render_with_boxes', 'render', 'ShapesWorld', 'show_samples',
+           'shape_mask', 'position_of', 'relation_holds', 'pairs_in', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil',
+           'ImageTransform', 'pick_caption', 'drop_captions', 'image_problem', 'subset_indices', 'load_captioned',
+           'split_by_image', 'train_val_split', 'cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -364,17 +364,26 @@ def render_pool(self:ShapesWorld,
     return images, [c for p in parts for c in p[1]], [c for p in parts for c in p[2]]
 
 # %% ../nbs/00_data.ipynb #799c1350
+def _upright(img):
+    "`img` turned the way its EXIF orientation says (phone photos are stored sideways), else `img` itself."
+    try: orientation = img.getexif().get(0x0112, 1)
+    except Exception: return img  # unreadable EXIF: keep the pixels as stored
+    return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+
 def to_rgb(img:Image.Image, # any PIL image
           ) -> Image.Image:
-    "RGB version of `img`: transparency composited on white; L, P, CMYK, 16-bit and float images converted."
-    if img.mode == "RGB": return img
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+    "Upright RGB version of `img`: transparency composited on white; L, P, CMYK, 16-bit and float images converted."
+    img = _upright(img)
+    keyed = img.mode in ("RGB", "L", "P") and "transparency" in img.info  # one colour (or index) marks transparency
+    if img.mode == "RGB" and not keyed: return img
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or keyed:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit integer or float grey
-        a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and a.max() > 255) else 255.0
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        if img.mode == "F": hi = 1.0 if a.max(initial=0) <= 1 else 255.0  # floats in [0, 1], else in [0, 255]
+        else: hi = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and a.max() > 255) else 255.0
         a = np.clip(a / hi * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     return img.convert("RGB")
@@ -417,11 +426,13 @@ class ImageTransform:
         img, r = to_rgb(img), self.resolution
         w, h = img.size
         scale = r / min(w, h)
-        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))
-        if (nw, nh) != (w, h): img = img.resize((nw, nh), Image.LANCZOS, reducing_gap=3.0)
+        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))  # the size after resizing (never made: only the crop is)
         if self.crop == "center": x0, y0 = (nw - r) // 2, (nh - r) // 2
         else: x0, y0 = int(rng.integers(nw - r + 1)), int(rng.integers(nh - r + 1))
-        img = img.crop((x0, y0, x0 + r, y0 + r))
+        if (nw, nh) == (w, h): img = img.crop((x0, y0, x0 + r, y0 + r))
+        else:  # resize just the source pixels under the crop: the work is bounded by the crop, whatever the aspect ratio
+            box = (x0 * w / nw, y0 * h / nh, (x0 + r) * w / nw, (y0 + r) * h / nh)
+            img = img.resize((r, r), Image.LANCZOS, box=box, reducing_gap=3.0)
         if self.flip and rng.random() < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return pil_to_tensor(img)
 
@@ -459,6 +470,18 @@ ID_COLUMNS = ("image_id", "img_id", "filename", "file_name", "image_name", "id")
 IMAGE_DIR_NAMES = ("flickr30k-images", "flickr30k_images", "images")  # where images sit beside an index file
 
 # %% ../nbs/00_data.ipynb #91ecbfc3
+_MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit, used when `Image.MAX_IMAGE_PIXELS` is None
+
+def _file_problem(path):
+    "Why `path` is not a readable, non-empty file ('missing file', 'bad file name', 'symlink loop', ...), or None."
+    try: st = os.stat(path)
+    except ValueError: return "bad file name"  # a NUL character
+    except OSError as e:
+        return {errno.ENAMETOOLONG: "bad file name", errno.ELOOP: "symlink loop", errno.ENOENT: "missing file",
+                errno.ENOTDIR: "missing file"}.get(e.errno, f"unreadable file ({e.strerror})")
+    if not stat.S_ISREG(st.st_mode): return "missing file"
+    return "zero-byte file" if st.st_size == 0 else None
+
 def image_problem(src, # a path, raw bytes, or a datasets image dict {"bytes", "path"}
                  ) -> str|None:
     "Why `src` is not a usable image ('zero-byte file', 'truncated image', ...), or None when it is fine."
@@ -468,14 +491,13 @@ def image_problem(src, # a path, raw bytes, or a datasets image dict {"bytes", "
         if not src: return "zero-byte file"
         fp = io.BytesIO(src)
     else:
-        p = Path(src)
-        if not p.is_file(): return "missing file"
-        if p.stat().st_size == 0: return "zero-byte file"
-        fp = p
+        fp = Path(src)
+        if problem := _file_problem(fp): return problem
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as im:
+                if im.width * im.height > (Image.MAX_IMAGE_PIXELS or _MAX_PIXELS): return "decompression bomb"
                 if im.format == "JPEG": im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning): return "decompression bomb"
@@ -493,24 +515,39 @@ def _png_header(w, h):
             + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
 
 # %% ../nbs/00_data.ipynb #47ba972c
-def _caption_list(value):
-    "Caption value (str, list of str/dicts with 'raw', None, NaN) -> (non-empty stripped captions, number of empty ones)."
-    if value is None or (isinstance(value, float) and math.isnan(value)): return [], 1
-    vals = value if isinstance(value, (list, tuple)) else [value]
-    vals = [v.get("raw", "") if isinstance(v, dict) else v for v in vals]
-    caps = [str(v).strip() for v in vals if v is not None and str(v).strip()]
-    return caps, len(vals) - len(caps) if vals else 1
+MAX_CAPTION_CHARS = 2**17  # longer captions are skipped (the csv module's own field limit)
 
-def _inside(folder, rel):
-    "Path of `rel` under `folder`, or None when it would escape the folder (.., absolute paths, symlinks out)."
+def _caption_problem(v):
+    "Why one caption value is unusable ('empty caption', 'caption that is not text', 'over-long caption'), or None."
+    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()): return "empty caption"
+    if not isinstance(v, str): return "caption that is not text"
+    return "over-long caption" if len(v) > MAX_CAPTION_CHARS else None
+
+def _caption_list(value):
+    "Caption value (str, list of str / dicts with 'raw', None, NaN) -> (usable stripped captions, why each other one is unusable)."
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    vals = [v.get("raw") if isinstance(v, dict) else v for v in vals] or [None]
+    problems = [_caption_problem(v) for v in vals]
+    return [v.strip() for v, p in zip(vals, problems) if p is None], [p for p in problems if p]
+
+def _inside(folder, rel:str):
+    "`rel` resolved under `folder`, or why it can't be used: 'path outside its folder' (.., absolute, symlink out), 'bad file name', 'symlink loop'."
+    if "\0" in rel: return "bad file name"
     root = Path(folder).resolve()
-    p = (root / str(rel)).resolve()
-    return p if p.is_relative_to(root) else None
+    try: p = (root / rel).resolve()
+    except RuntimeError: return "symlink loop"  # raised by Python < 3.13; later ones leave it to `image_problem`
+    except (OSError, ValueError) as e: return _file_problem(root / rel) or f"bad file name ({e})"
+    return p if p.is_relative_to(root) else "path outside its folder"
+
+def _shown(name, width=80):
+    "`name` as a warning shows it: control characters escaped, the middle of a long name left out."
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+    return s if len(s) <= width else f"{s[:width - 21]}…{s[-20:]}"
 
 class _Skips:
     "Collects skipped inputs (name, reason) and reports them in one warning."
     def __init__(self): self.items = []
-    def add(self, name, reason): self.items.append((str(name), reason))
+    def add(self, name, reason): self.items.append((_shown(name), reason))
     def summary(self, per_reason=5):
         by = defaultdict(list)
         for name, reason in self.items: by[reason].append(name)
@@ -541,11 +578,11 @@ def _features():
                               "image_id": datasets.Value("string")})
 
 def _add(records, skips, image_id, path, caption_value):
-    "Add one row (an image and its caption value) to `records`; empty captions are noted in `skips`."
+    "Add one row to `records`: an image (its path, or why it has none: see `_inside`) and its caption value."
     rec = records.setdefault(str(image_id), {"path": path, "captions": []})
-    caps, empty = _caption_list(caption_value)
+    caps, problems = _caption_list(caption_value)
     rec["captions"] += caps
-    for _ in range(empty): skips.add(image_id, "empty caption")
+    for p in problems: skips.add(image_id, p)
 
 # %% ../nbs/00_data.ipynb #f7403c22
 def _assemble(records, skips, subset, seed, source):
@@ -553,7 +590,7 @@ def _assemble(records, skips, subset, seed, source):
     import datasets
     ok = []
     for iid, rec in records.items():
-        if rec["path"] is None: skips.add(iid, "path outside its folder")
+        if isinstance(rec["path"], str): skips.add(iid, rec["path"])  # why it has no usable path
         elif rec["captions"]: ok.append(iid)
     ok = [ok[k] for k in subset_indices(len(ok), subset, seed)] if ok else ok
     good = []
@@ -569,23 +606,36 @@ def _assemble(records, skips, subset, seed, source):
                                       features=_features())
 
 # %% ../nbs/00_data.ipynb #fdd49cd0
+def _csv_rows(meta, skips):
+    "(line number, row dict) for each row of a metadata.csv; rows that do not parse (or hold a huge field) are skipped."
+    rows = []
+    with open(meta, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.DictReader(f)
+        try: reader.fieldnames
+        except csv.Error: return rows  # an unreadable header: the caller reports the missing columns
+        while True:
+            try: row = next(reader)
+            except StopIteration: return rows
+            except csv.Error as e:
+                skips.add(f"{meta.name} line {reader.reader.line_num}", "over-long field" if "field larger" in str(e) else "row that does not parse")
+            else: rows.append((reader.reader.line_num, row))
+
 def _metadata_rows(meta, skips):
-    "(line number, row dict) for each row of a metadata.jsonl / metadata.csv; unparsable lines are skipped."
-    if meta.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(meta.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    "(line number, row dict) for each row of a metadata.jsonl / metadata.csv; rows that do not parse are skipped."
+    if meta.suffix != ".jsonl": return _csv_rows(meta, skips)
+    rows = []
+    with open(meta, encoding="utf-8-sig", errors="replace") as f:  # lines end at \n, \r\n or \r only
+        for n, line in enumerate(f, 1):
             if not line.strip(): continue
             try: row = json.loads(line)
-            except json.JSONDecodeError: row = None
+            except (ValueError, RecursionError): row = None
             if isinstance(row, dict): rows.append((n, row))
             else: skips.add(f"{meta.name} line {n}", "row that does not parse")
-        return rows
-    with open(meta, newline="", encoding="utf-8", errors="replace") as f:
-        return [(n, row) for n, row in enumerate(csv.DictReader(f), 2)]
+    return rows
 
 def _read_imagefolder(meta, image_column, caption_column, skips):
     rows = _metadata_rows(meta, skips)
-    keys = {k for _, row in rows for k in row if k is not None}
+    keys = {k for _, row in rows for k in row if isinstance(k, str)}
     file_col = image_column or "file_name"
     cap_col = caption_column or next((c for c in CAPTION_COLUMNS if c in keys), None)
     if file_col not in keys or cap_col not in keys:
@@ -611,7 +661,7 @@ def _image_dir(index_file, image_dir, layout):
                             f"{', '.join(IMAGE_DIR_NAMES)} beside it; pass image_dir=")
 
 def _read_kaggle(path, image_dir, skips):
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    with open(path, encoding="utf-8-sig", errors="replace") as f: lines = f.read().split("\n")  # \r\n and \r read as \n
     if not lines or "|" not in lines[0]:
         raise ValueError(f"{path} is not a Flickr30K results.csv (lines 'image_name| comment_number| comment'); "
                          f"accepted layouts: {'; '.join(LAYOUTS)}")
@@ -626,9 +676,15 @@ def _read_kaggle(path, image_dir, skips):
     return records
 
 # %% ../nbs/00_data.ipynb #b3019909
+def _karpathy_name(im):
+    "An entry's 'filepath/filename' (COCO entries have both), or None when it is not a dict with text there."
+    if not isinstance(im, dict): return None
+    name, sub = im.get("filename"), im.get("filepath", "")
+    return str(Path(sub) / name) if isinstance(name, str) and name.strip() and isinstance(sub, str) else None
+
 def _read_karpathy(path, image_dir, split, skips):
-    try: images = json.loads(path.read_text(encoding="utf-8")).get("images")
-    except (json.JSONDecodeError, AttributeError): images = None
+    try: images = json.loads(path.read_text(encoding="utf-8-sig", errors="replace")).get("images")
+    except (ValueError, RecursionError, AttributeError): images = None
     if not isinstance(images, list):
         raise ValueError(f"{path} is not a Karpathy split file (a JSON object with 'images'); accepted layouts: {'; '.join(LAYOUTS)}")
     present = sorted({str(im.get("split")) for im in images if isinstance(im, dict)})
@@ -637,9 +693,9 @@ def _read_karpathy(path, image_dir, split, skips):
         raise ValueError(f"Unknown split {split!r} for {path}; accepted: {present} or None for all")
     folder, records = _image_dir(path, image_dir, "Karpathy split"), {}
     for k, im in enumerate(images):
-        if not isinstance(im, dict) or not im.get("filename"): skips.add(f"{path.name} image {k}", "entry without a filename"); continue
-        if wanted is not None and im.get("split") not in wanted: continue
-        name = str(Path(im.get("filepath", "")) / im["filename"])
+        name = _karpathy_name(im)
+        if name is None: skips.add(f"{path.name} image {k}", "entry without a filename"); continue
+        if wanted is not None and str(im.get("split")) not in wanted: continue
         _add(records, skips, name, _inside(folder, name), im.get("sentences"))
     return records
 
@@ -663,7 +719,8 @@ def _from_hf(ds, image_column, caption_column, subset, seed, source, skips):
     for row, (iid, value) in enumerate(zip(ids, ds[cap])):
         _add(groups, skips, iid, row, value)
     items = [(iid, g["path"], g["captions"]) for iid, g in groups.items() if g["captions"]]
-    items = [items[k] for k in subset_indices(len(items), subset, seed)] if items else items
+    if not items: raise ValueError(f"No usable images in {source}: {skips.summary() or 'it is empty'}")
+    items = [items[k] for k in subset_indices(len(items), subset, seed)]
     sel = ds.select([row for _, row, _ in items]).cast_column(img, datasets.Image(decode=False))
     def add(batch, idx):
         return {"captions": [items[i][2] for i in idx], "image_id": [items[i][0] for i in idx],

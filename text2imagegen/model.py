@@ -6,9 +6,9 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 
 # %% auto #0
 __all__ = ['SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER', 'UNET_PRESETS',
-           'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'minilm_path', 'TextEncoder', 'TextWhitening',
-           'make_unet', 'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels', 'build_pipeline',
-           'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline']
+           'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'PICKLE_SUFFIXES', 'minilm_path', 'TextEncoder',
+           'TextWhitening', 'make_unet', 'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels',
+           'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import importlib.util, inspect, json, warnings
@@ -526,12 +526,22 @@ def _pipeline_folder(path_or_id) -> str:
         raise FileNotFoundError(f"{str(path_or_id)!r} not found: expected a run folder, a pipeline folder or a hub id 'owner/name'")
     return str(path_or_id)
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # weight formats that unpickle (and so can run code)
+
+def _refuse_pickles(folder):
+    "Raise when the local model `folder` holds a pickle-based weights file anywhere inside it."
+    found = sorted(str(f.relative_to(folder)) for f in Path(folder).rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES)
+    if found: raise ValueError(f"{folder} holds pickle-based weights ({', '.join(found)}); weights must be safetensors "
+                               f"(.safetensors), since unpickling can run code. Convert or remove {found[0]!r}.")
+
 def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder or hub id (e.g. SD15_MODEL)
                   **kwargs,             # Passed to `Text2ImagePipeline.from_pretrained` (e.g. torch_dtype)
                  ) -> Text2ImagePipeline:
-    "Load a `Text2ImagePipeline` from a run folder, a pipeline folder or a hub id."
+    "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, a pipeline folder or a hub id."
+    if kwargs.pop("use_safetensors", True) is not True: raise ValueError("load_pipeline reads safetensors weights only; use_safetensors must be True")
     folder = _pipeline_folder(path_or_id)
-    try: pipe = Text2ImagePipeline.from_pretrained(folder, **kwargs)
+    if Path(folder).is_dir(): _refuse_pickles(folder)
+    try: pipe = Text2ImagePipeline.from_pretrained(folder, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as e:
         tried = f"the local folder {folder!r}" if Path(folder).exists() else f"the hub id {folder!r} (no local folder of that name; offline?)"
         raise OSError(f"Could not load a pipeline from {tried}: {e}") from e
