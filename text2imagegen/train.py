@@ -29,15 +29,15 @@ from .model import build_pipeline, load_pipeline
 from .sample import generate, image_grid
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'LOG_COLUMNS',
-           'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config', 'make_pipeline',
-           'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
-           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
-           'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
-           'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints', 'latest_checkpoint',
-           'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'Trainer',
-           'heldout_examples', 'MicroBatches', 'unseen_prompts', 'train', 't2i_train']
+__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'CACHE_FORMAT',
+           'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config',
+           'make_pipeline', 'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images',
+           'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard',
+           'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views',
+           'epoch_order', 'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss',
+           'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints',
+           'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve',
+           'Trainer', 'heldout_examples', 'MicroBatches', 'unseen_prompts', 'train', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -313,9 +313,11 @@ def write(self:DiskArray, start:int, rows:np.ndarray):
     finally: os.close(fd)
 
 # %% ../nbs/02_train.ipynb #5e0d1a06
+CACHE_FORMAT = 2  # part of every cache's fingerprint: bump when image conversion, text encoding or the layout changes
+
 def fingerprint(*parts) -> str:
-    "A short hex digest of `parts` (JSON-able values or bytes)."
-    h = hashlib.sha256()
+    "A short hex digest of `parts` (JSON-able values or bytes) and `CACHE_FORMAT`."
+    h = hashlib.sha256(f"cache format {CACHE_FORMAT}".encode())
     for p in parts: h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode()); h.update(b"\0")
     return h.hexdigest()[:20]
 
