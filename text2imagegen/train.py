@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import contextlib, csv, errno, hashlib, json, math, os, re, shlex, shutil, signal, socket, threading, time, uuid, warnings
+import contextlib, csv, errno, hashlib, inspect, json, math, os, re, shlex, shutil, signal, socket, threading, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
@@ -615,7 +615,7 @@ def join_tensors(obj, # a skeleton from `split_tensors`
     return obj
 
 # %% ../nbs/02_train.ipynb #1b405bdc
-TEST_SLOW_SAVE = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses after writing and between its renames (unset: none)
+TEST_SLOW_SAVE = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
 
 def _test_pause():
     if os.environ.get(TEST_SLOW_SAVE): time.sleep(float(os.environ[TEST_SLOW_SAVE]))
@@ -653,7 +653,7 @@ def write_atomically(folder:Path, # the folder to (re)place
             if f.is_file(): _fsync(f)
         _fsync(tmp)
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent)  # complete from here on
+    new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent); _test_pause()  # complete from here on
     old = None
     if folder.exists(): old = _temp_name(folder, "old"); os.replace(folder, old); _test_pause()
     os.replace(new, folder); _fsync(folder.parent)
