@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import contextlib, csv, hashlib, json, os, shutil, time, warnings
+import contextlib, csv, errno, hashlib, inspect, json, math, os, re, shlex, shutil, signal, socket, threading, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
@@ -26,18 +26,20 @@ from tqdm.auto import tqdm
 from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
                                 pick_caption, drop_captions, tensor_to_pil)
 from .model import build_pipeline, load_pipeline
-from .sample import generate, image_grid
+from .sample import generate, image_grid, check_params, default_size, FALLBACK_DEFAULTS
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'CACHE_FORMAT',
-           'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'TrainConfig', 'check_config',
-           'make_pipeline', 'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images',
-           'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard',
-           'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views',
-           'epoch_order', 'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss',
-           'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors', 'write_atomically', 'checkpoints',
+           'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'RESUME_FIXED',
+           'RESUME_NEW_SCHEDULE', 'TrainConfig', 'check_config', 'check_sample_settings', 'make_pipeline',
+           'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
+           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
+           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
+           'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
+           'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints',
            'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve',
-           'Trainer', 'heldout_examples', 'MicroBatches', 'unseen_prompts', 'train', 't2i_train']
+           'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'MicroBatches', 'resume_changes', 'unseen_prompts',
+           'train', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -98,6 +100,7 @@ class TrainConfig:
     guidance_scale:float|None=None # guidance of the sample grids (None: the pipeline's sample defaults)
     sample_steps:int|None=None # denoising steps of the sample grids (None: the pipeline's sample defaults)
     resume:bool=False # continue from the latest checkpoint in `output_dir` (if there is one)
+    overwrite:bool=False # delete what a non-empty `output_dir` holds and start afresh (a fresh run refuses a used folder otherwise)
     output_dir:str="runs/default" # run folder
     seed:int=0 # seed of the init, data order, noise and caption dropout
     num_threads:int|None=2 # CPU threads for torch (None: torch's default)
@@ -132,8 +135,23 @@ def check_config(self:TrainConfig):
                          "(use cache_latents=None or False to encode each batch as it is drawn)")
     if not (self.max_steps or self.epochs or self.max_minutes):
         raise ValueError("Give max_steps, epochs or max_minutes: the run needs an end")
+    if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes it: give one of them")
+    check_sample_settings(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
     self.val_seeds = [int(s) for s in self.val_seeds]
+
+def check_sample_settings(self:TrainConfig):
+    "The sample grids' prompts, seeds, guidance and steps, checked before training starts (the model's own checks come at set-up)."
+    if self.val_prompts is not None and (isinstance(self.val_prompts, str) or not len(self.val_prompts)
+                                         or not all(isinstance(p, str) for p in self.val_prompts)):
+        raise ValueError(f"val_prompts must be None (the data's own prompts) or a non-empty list of str; got {self.val_prompts!r:.80}")
+    if not len(self.val_seeds): raise ValueError("val_seeds must hold at least one seed (one grid row each)")
+    g = self.guidance_scale
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0):
+        raise ValueError(f"guidance_scale must be None (the model's sample default) or a finite number >= 0; got {g!r}")
+    s = self.sample_steps
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+        raise ValueError(f"sample_steps must be None (the model's sample default) or an int >= 1; got {s!r}")
 
 # %% ../nbs/02_train.ipynb #51924cf2
 @patch
@@ -149,12 +167,19 @@ def load(cls:TrainConfig, path:str|Path) -> TrainConfig:
     if unknown: raise ValueError(f"Unknown TrainConfig fields in {path}: {sorted(unknown)}")
     return cls(**d)
 
+def _temp_name(path:Path, kind:str="tmp") -> Path:
+    "A hidden sibling of `path` no other writer uses: `.{kind}-{name}-{pid}-{random}`."
+    return path.with_name(f".{kind}-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
 def _write_text(path:Path, text:str):
     "Write a small text file atomically: temp file, fsync, rename."
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f: f.write(text); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "w") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/02_train.ipynb #4114d926
 def make_pipeline(config:TrainConfig, # the run's config (preset, text_encoder, prediction_type, seed)
@@ -592,32 +617,58 @@ def join_tensors(obj, # a skeleton from `split_tensors`
     return obj
 
 # %% ../nbs/02_train.ipynb #1b405bdc
+TEST_SLOW_SAVE = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
+
+def _test_pause():
+    if os.environ.get(TEST_SLOW_SAVE): time.sleep(float(os.environ[TEST_SLOW_SAVE]))
+
 def _fsync(path:Path):
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
+def _siblings(folder:Path, kind:str) -> list:
+    "The hidden `.{kind}-{name}-*` siblings of `folder`, oldest first."
+    found = [p for p in folder.parent.glob(f".{kind}-{folder.name}-*") if re.fullmatch(rf"\.{kind}-{re.escape(folder.name)}-\d+-[0-9a-f]+", p.name)]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+def recover_folder(folder:Path) -> Path|None:
+    "Finish or undo an interrupted `write_atomically`: a complete new copy (`.new-`) or else the old one (`.old-`) takes the name; partial copies go."
+    folder = Path(folder)
+    if not folder.exists():
+        for kind in ("new", "old"):
+            if found := _siblings(folder, kind): os.replace(found[-1], folder); break
+    for kind in ("tmp", "new", "old"):
+        for p in _siblings(folder, kind): shutil.rmtree(p, ignore_errors=True)
+    return folder if folder.exists() else None
+
 def write_atomically(folder:Path, # the folder to (re)place
                      write, # callable writing the folder's contents into the path it is given
                     ) -> Path:
-    "Write a folder via `write(tmp)` into a temporary sibling, fsync it, then rename it into place."
+    "Write a folder via `write(tmp)` into a temporary sibling, fsync it, mark it complete, then rename it into place."
     folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = folder.with_name(f".tmp-{folder.name}"), folder.with_name(f".old-{folder.name}")
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
-    write(tmp)
-    for f in tmp.rglob("*"):
-        if f.is_file(): _fsync(f)
-    _fsync(tmp)
-    if folder.exists(): shutil.rmtree(old, ignore_errors=True); os.replace(folder, old)
-    os.replace(tmp, folder); _fsync(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    recover_folder(folder)
+    tmp = _temp_name(folder); tmp.mkdir()
+    try:
+        write(tmp); _test_pause()
+        for f in tmp.rglob("*"):
+            if f.is_file(): _fsync(f)
+        _fsync(tmp)
+    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent); _test_pause()  # complete from here on
+    old = None
+    if folder.exists(): old = _temp_name(folder, "old"); os.replace(folder, old); _test_pause()
+    os.replace(new, folder); _fsync(folder.parent)
+    if old is not None: shutil.rmtree(old, ignore_errors=True)
     return folder
 
 # %% ../nbs/02_train.ipynb #1984ae08
+def _step_of(checkpoint:Path) -> int: return int(Path(checkpoint).name.split("-")[-1])
+
 def checkpoints(run_dir:Path) -> list:
     "Complete checkpoint folders of a run, oldest first."
     found = [p for p in (Path(run_dir)/"checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    return sorted(found, key=_step_of)
 
 def latest_checkpoint(run_dir:Path) -> Path|None:
     "The newest complete checkpoint of a run, or None."
@@ -630,7 +681,7 @@ def save_checkpoint(run_dir:Path, # the run folder
                     state:dict, # everything else (nested; tensors allowed)
                     keep:int=2, # checkpoints to keep
                    ) -> Path:
-    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights + state), then keep only the last `keep`."
+    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights + state); keep it and the `keep - 1` before it, delete any later ones."
     def write(tmp):
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp/"unet.safetensors")
         tensors = {}
@@ -638,7 +689,9 @@ def save_checkpoint(run_dir:Path, # the run folder
         save_file(tensors, tmp/"state.safetensors")
         (tmp/"state.json").write_text(json.dumps(skeleton))
     path = write_atomically(Path(run_dir)/"checkpoints"/f"checkpoint-{step:06d}", write)
-    for old in checkpoints(run_dir)[:-keep]: shutil.rmtree(old)
+    before = [c for c in checkpoints(run_dir) if _step_of(c) < step]
+    later = [c for c in checkpoints(run_dir) if _step_of(c) > step]  # steps this run never reached: another history
+    for old in later + before[:max(0, len(before) - (keep - 1))]: shutil.rmtree(old)
     return path
 
 def load_checkpoint(path:Path) -> tuple:
@@ -650,11 +703,23 @@ def load_checkpoint(path:Path) -> tuple:
 # %% ../nbs/02_train.ipynb #407381ac
 LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "lr", "images_per_s")
 
+def _log_row(row:dict) -> dict:
+    if None in row or set(row) != set(LOG_COLUMNS) or any(row[k] in (None, "") for k in LOG_COLUMNS if k != "val_loss"): raise ValueError(row)
+    return {k: (float(v) if v != "" else None) for k, v in row.items()}
+
 def read_log(path:Path) -> list:
-    "Rows of a `log.csv` as dicts of floats (missing val_loss is None)."
+    "Rows of a `log.csv` as dicts of floats (missing val_loss is None); a torn last row (cut off by a crash or a full disk) is left out."
     if not Path(path).exists(): return []
-    with open(path) as f:
-        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    lines = Path(path).read_text(errors="replace").replace("\0", "").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"): lines = lines[:-1]  # rows are written whole, newline last: this one was cut off
+    rows = list(csv.DictReader(lines))
+    out = []
+    for i, row in enumerate(rows):
+        try: out.append(_log_row(row))
+        except ValueError:
+            if i < len(rows) - 1: raise ValueError(f"{path}, line {i + 2}: not a row of {', '.join(LOG_COLUMNS)}: {lines[i + 1].strip()!r}")
+            warnings.warn(f"{path}: left out a torn last row ({lines[i + 1].strip()!r})")
+    return out
 
 def start_log(path:Path, # the log.csv
               keep_until:int|None=None, # on resume: keep rows up to this step, drop later ones
@@ -684,32 +749,124 @@ def plot_loss_curve(log_path:Path, # a run's log.csv
     if png_path is not None: fig.savefig(png_path); plt.close(fig)
     return fig
 
+# %% ../nbs/02_train.ipynb #a1f0c0df
+def _pid_running(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except (OSError, IndexError): return True
+
+class RunLock:
+    "An exclusive lock on a run folder: the OS lock on `.lock` excludes other writers; the file names the holder (pid, host)."
+    def __init__(self, run_dir:str|Path): self.path, self.fd = Path(run_dir)/".lock", None
+    def holder(self, fd=None) -> dict:
+        "The pid and host written in the lock file ({} if none)."
+        try: return json.loads(os.pread(fd, 4096, 0) if fd is not None else self.path.read_bytes())
+        except (OSError, ValueError): return {}
+    def _busy(self, who:dict, hint:str) -> RuntimeError:
+        return RuntimeError(f"{self.path.parent} is in use by another training run (pid {who.get('pid')} on host {who.get('host')}; "
+                            f"lock file {self.path}). {hint}")
+
+# %% ../nbs/02_train.ipynb #a1f0c0e0
+@patch
+def acquire(self:RunLock) -> RunLock:
+    "Take the lock, or raise naming its holder; a lock left by a dead process of this host is taken over with a warning."
+    import fcntl
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    while True:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = self.holder(fd); os.close(fd)
+            raise self._busy(who, "Wait for it to finish, or stop it first.")
+        try:
+            if os.stat(self.path).st_ino == os.fstat(fd).st_ino: break  # still the lock file (not one a releasing holder just removed)
+        except FileNotFoundError: pass
+        os.close(fd)
+    who = self.holder(fd)
+    if who and (who.get("pid"), who.get("host")) != (me["pid"], me["host"]):
+        if who.get("host") != me["host"] or _pid_running(who.get("pid", -1)):
+            os.close(fd)
+            raise self._busy(who, f"If that run has ended, delete {self.path}.")
+        warnings.warn(f"Taking over {self.path}: its holder (pid {who.get('pid')} on this host) is no longer running")
+    os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(me).encode(), 0); os.fsync(fd)
+    self.fd = fd
+    return self
+
+@patch
+def release(self:RunLock):
+    "Remove the lock file and let go of the lock (nothing if not held)."
+    if self.fd is None: return
+    with contextlib.suppress(FileNotFoundError): os.remove(self.path)
+    os.close(self.fd); self.fd = None
+
+def recover_run(run_dir:Path):
+    "Finish or undo the atomic writes a killed run left in its folder: the model, checkpoints, small files."
+    run = Path(run_dir)
+    recover_folder(run/"model")
+    for name in sorted({m.group(1) for p in (run/"checkpoints").glob(".*") if (m := re.match(r"\.(?:tmp|new|old)-(checkpoint-\d+)-", p.name))}):
+        recover_folder(run/"checkpoints"/name)
+    for p in run.glob(".tmp-*"):
+        if p.is_file(): p.unlink()
+
 # %% ../nbs/02_train.ipynb #b963d1f4
 class Trainer:
     "One training run of a `TrainConfig` on `accelerate`: data, caches, model, optimizer, EMA, logs, checkpoints."
-    def __init__(self, config:TrainConfig):
-        self.config, self.run_dir, self.t_start = config, Path(config.output_dir), time.time()
+    def __init__(self, config:TrainConfig,
+                 command:str|None=None, # the command line that continues this run, named when it stops early
+                ):
+        self.config, self.run_dir, self.t_start, self.command = config, Path(config.output_dir), time.time(), command
         if config.num_threads: torch.set_num_threads(config.num_threads)
         AcceleratorState._reset_state()  # a new run in the same process may use another mixed precision
         self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.is_main, self.device = acc.is_main_process, acc.device
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
-        self.pipe = make_pipeline(config)
-        self.originals = frozen_originals(self.pipe) if self.dtype != torch.float32 else {}
-        freeze_encoders(self.pipe, self.device, self.dtype)
-        self.scheduler = noise_scheduler(self.pipe)
-        self.timestep_weights = timestep_weights(self.scheduler.config.num_train_timesteps, config.timestep_bias,
-                                                 config.timestep_bias_multiplier, config.timestep_bias_portion)
-        self.setup_data()
-        self.setup_training()
-        self.step, self.micro_batch, self.total_steps = 0, 0, self.planned_steps()
-        if config.resume: self.resume()
-        self.timed = self.total_steps is None  # only a time budget: the total is measured as the run goes
+        self.lock, self.log, self.resumed, self.stop_signal = self.claim_run_dir(), None, None, None
+        try:
+            self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+            self.pipe = make_pipeline(config)
+            self.originals = frozen_originals(self.pipe) if self.dtype != torch.float32 else {}
+            freeze_encoders(self.pipe, self.device, self.dtype)
+            self.scheduler = noise_scheduler(self.pipe)
+            self.timestep_weights = timestep_weights(self.scheduler.config.num_train_timesteps, config.timestep_bias,
+                                                     config.timestep_bias_multiplier, config.timestep_bias_portion)
+            self.setup_data()
+            self.setup_training()
+            self.step, self.micro_batch, self.total_steps = 0, 0, self.planned_steps()
+            if config.resume: self.resume()
+            self.timed = self.total_steps is None  # only a time budget: the total is measured as the run goes
+        except BaseException: self.release(); raise
+
+# %% ../nbs/02_train.ipynb #5b4b8ca2
+@patch
+def claim_run_dir(self:Trainer) -> RunLock|None:
+    "Check the run folder suits the run (a fresh run needs an empty one, or `overwrite`); the main process locks it and recovers interrupted writes."
+    cfg, run = self.config, self.run_dir
+    used = run.exists() and any(p.name != ".lock" for p in run.iterdir())
+    if used and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(f"{run} already holds a run. Continue it with --resume (resume=True), delete it and start afresh with "
+                              f"--overwrite (overwrite=True), or choose another --output-dir")
+    lock = None
+    if self.is_main:
+        lock = RunLock(run).acquire()
+        if used and cfg.overwrite:
+            for p in run.iterdir():
+                if p.name != ".lock": shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        recover_run(run)
+    self.accelerator.wait_for_everyone()
+    return lock
+
+@patch
+def release(self:Trainer):
+    "Close the log and unlock the run folder (nothing if already done)."
+    if self.log is not None and not self.log.closed: self.log.close()
+    if self.lock is not None: self.lock.release()
 
 # %% ../nbs/02_train.ipynb #43537d1c
 @patch
 def setup_data(self:Trainer):
-    "Load the splits, fill the disk caches, fit the text whitening, fix validation and the grids' prompts."
+    "Load the splits, fill the disk caches, fit the text whitening, fix validation and the grids' prompts (checked now), fingerprint the data."
     cfg, acc = self.config, self.accelerator
     self.train_set, self.heldout = load_images(cfg)
     val_set = self.heldout.select(range(min(cfg.val_size, len(self.heldout))))
@@ -731,10 +888,21 @@ def setup_data(self:Trainer):
     self.val_ids = self.captions.ids([cs[0] for cs in val_set.captions])
     self.examples = None if cfg.data == "shapes" else heldout_examples(self.heldout, cfg.resolution, seed=cfg.seed)
     if cfg.val_prompts is None: cfg.val_prompts = list(DEFAULT_VAL_PROMPTS) if cfg.data == "shapes" else self.examples[0]
+    self.check_sampling()
+    self.data_digest = fingerprint(images_digest(self.train_set), self.train_set.captions, list(self.heldout.ids))
     if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the validation loss), "
                            f"{len(self.captions)} unique captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; "
                            f"caches in {root} ({self.captions.encoded} captions, {self.latents.encoded if cache else 0} images encoded "
                            f"here; latents {'cached' if cache else 'computed per step'}) ({time.time() - self.t_start:.0f} s)")
+
+# %% ../nbs/02_train.ipynb #8950dbd2
+@patch
+def check_sampling(self:Trainer):
+    "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, its default scheduler)."
+    cfg, defaults = self.config, {**FALLBACK_DEFAULTS, **(self.pipe.config.get("sample_defaults") or {})}
+    try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None else cfg.guidance_scale,
+                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, defaults["scheduler"], *default_size(self.pipe), 16)
+    except ValueError as e: raise ValueError(f"The sample grids cannot be drawn: {e}") from e
 
 # %% ../nbs/02_train.ipynb #6a0b2c01
 def heldout_examples(images:ImageSet, # the held-out split
@@ -848,9 +1016,12 @@ def train_step(self:Trainer) -> float:
         with acc.accumulate(self.unet):
             loss = self.micro_batch_loss(self.micro_batch)
             mean = acc.reduce(loss.detach().clone(), "mean")
-            if not torch.isfinite(mean): raise FloatingPointError(self.nan_message(mean.item()))
+            if not torch.isfinite(mean): raise FloatingPointError(self.nan_message(f"Training loss became {mean.item()}"))
             acc.backward(loss)
-            if acc.sync_gradients: acc.clip_grad_norm_(self.unet.parameters(), self.config.max_grad_norm)
+            if acc.sync_gradients:
+                norm = acc.clip_grad_norm_(self.unet.parameters(), self.config.max_grad_norm)  # the same on every process
+                if acc.scaler is None and not torch.isfinite(norm):  # (fp16's loss scaler skips such steps itself)
+                    raise FloatingPointError(self.nan_message(f"Gradients became non-finite (norm {norm.item()}) with a finite loss"))
             self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
         self.micro_batch += 1; losses.append(mean)
     self.lr_scheduler.step()
@@ -858,11 +1029,11 @@ def train_step(self:Trainer) -> float:
     return torch.stack(losses).mean().item()
 
 @patch
-def nan_message(self:Trainer, value:float) -> str:
-    ckpt = latest_checkpoint(self.run_dir)
-    return (f"Training loss became {value} at step {self.step + 1}; stopping. "
-            f"The last good checkpoint is {ckpt} (resume with resume=True, e.g. with a lower lr)" if ckpt else
-            f"Training loss became {value} at step {self.step + 1}; stopping. No checkpoint was written yet (try a lower lr)")
+def nan_message(self:Trainer, what:str) -> str:
+    ckpt, lower = latest_checkpoint(self.run_dir), f"{self.config.lr / 10:g}"
+    return (f"{what} at step {self.step + 1}; stopping before it reached the weights. "
+            + (f"The last good checkpoint is {ckpt}: resume from it with a lower learning rate (--resume --lr {lower}; resume=True, lr={lower})"
+               if ckpt else f"No checkpoint was written yet: start again with a lower learning rate (--lr {lower})"))
 
 # %% ../nbs/02_train.ipynb #1578aba1
 @patch
@@ -911,35 +1082,70 @@ def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real
 # %% ../nbs/02_train.ipynb #5a0abf3d
 @patch
 def checkpoint(self:Trainer) -> Path:
-    "Save a checkpoint of the current step (main process only)."
+    "Save a checkpoint of the current step (main process only); a full disk leaves the previous one intact and says so."
+    w = getattr(self.pipe, "text_whitening", None)
     state = {"step": self.step, "micro_batch": self.micro_batch, "total_steps": self.total_steps,
              "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
              "ema": None if self.ema is None else self.ema.state_dict(), "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    return save_checkpoint(self.run_dir, self.step, self.pipe.unet.state_dict(), state, self.config.keep_checkpoints)
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             "text_whitening": None if w is None else w.state_dict(), "data_digest": self.data_digest,
+             "config": json.loads(json.dumps(asdict(self.config)))}
+    try: return save_checkpoint(self.run_dir, self.step, self.pipe.unet.state_dict(), state, self.config.keep_checkpoints)
+    except OSError as e:
+        if e.errno != errno.ENOSPC: raise
+        last = latest_checkpoint(self.run_dir)
+        raise OSError(errno.ENOSPC, f"No space left on the device for the checkpoint of step {self.step} in {self.run_dir/'checkpoints'}; "
+                      + (f"the previous checkpoint {last.name} is intact: free some space, then resume" if last else "no checkpoint was written yet")) from e
+
+# %% ../nbs/02_train.ipynb #803f6e7c
+RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
+                "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
+                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power")  # its order, the EMA in the checkpoint
+RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
+
+def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
+                   now:dict, # this run's config (as JSON)
+                  ) -> tuple:
+    "(fixed, applied): the settings that differ, as {name: [before, now]}; `fixed` ones cannot change on resume."
+    diff = {k: [before[k], v] for k, v in now.items() if k in before and k not in ("resume", "overwrite") and before[k] != v}
+    return {k: d for k, d in diff.items() if k in RESUME_FIXED}, {k: d for k, d in diff.items() if k not in RESUME_FIXED}
 
 @patch
 def resume(self:Trainer):
-    "Continue from the latest checkpoint of the run folder, if there is one."
-    ckpt = latest_checkpoint(self.run_dir)
+    "Continue from the latest checkpoint of the run folder, if there is one, applying any changed settings that may change."
+    cfg, ckpt = self.config, latest_checkpoint(self.run_dir)
     if ckpt is None:
         if self.is_main: print(f"No checkpoint in {self.run_dir}; starting from step 0")
         return
-    saved = self.run_dir/"config.json"
-    if saved.exists() and self.is_main:
-        now, before = asdict(self.config), asdict(TrainConfig.load(saved))
-        changed = sorted(k for k in now if k not in ("resume", "max_minutes") and now[k] != before.get(k))
-        if changed: warnings.warn(f"Resuming {self.run_dir} with settings that differ from its config.json: {changed}")
     weights, state = load_checkpoint(ckpt)
+    saved = state.get("config") or (json.loads((self.run_dir/"config.json").read_text()) if (self.run_dir/"config.json").exists() else {})
+    fixed, applied = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
+    problems = [f"{k}: {b!r} -> {n!r}" for k, (b, n) in fixed.items()]
+    if state.get("data_digest", self.data_digest) != self.data_digest:
+        problems.append("the training data: its images, captions or held-out split differ from the checkpoint's (data fingerprint)")
+    if problems:
+        raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, its data or their order:\n  "
+                         + "\n  ".join(problems) + f"\nResume with the run's own values ({self.run_dir/'config.json'}), or start a new run in another output_dir.")
     self.pipe.unet.load_state_dict(weights)
-    self.step, self.micro_batch, self.total_steps = state["step"], state["micro_batch"], state["total_steps"]
+    self.step, self.micro_batch = state["step"], state["micro_batch"]
+    if not {"max_steps", "epochs"} & set(applied): self.total_steps = state["total_steps"]  # else: the new budget
+    if self.total_steps is not None and self.total_steps < self.step:
+        raise ValueError(f"max_steps/epochs give {self.total_steps} steps, but {ckpt.name} is at step {self.step}: resume with more")
     self.make_lr_scheduler(self.total_steps, last_step=self.step)
     self.lr_scheduler.load_state_dict(state["lr_scheduler"])
     self.optimizer.load_state_dict(state["optimizer"])  # after the scheduler: restores the exact lr too
+    if set(RESUME_NEW_SCHEDULE) & set(applied):
+        for g in self.optimizer.param_groups: g["initial_lr"], g["weight_decay"] = cfg.lr, cfg.weight_decay
+        self.make_lr_scheduler(self.total_steps, last_step=self.step)  # the new schedule, from the step reached
     if self.ema is not None: self.ema.load_state_dict(state["ema"]); self.ema.to(self.device)
+    w = getattr(self.pipe, "text_whitening", None)
+    if w is not None and state.get("text_whitening") is not None: w.load_state_dict(state["text_whitening"])  # the conditioning trained with
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(state["cuda_rng"])
-    if self.is_main: print(f"Resumed from {ckpt} at step {self.step}")
+    self.resumed = dict(step=self.step, checkpoint=ckpt.name, changed=applied)
+    if self.is_main: print(f"Resumed from {ckpt} at step {self.step}" + (f"; changed from here on: {_changes(applied)}" if applied else ""))
+
+def _changes(applied:dict) -> str: return ", ".join(f"{k} {b!r} -> {n!r}" for k, (b, n) in applied.items())
 
 # %% ../nbs/02_train.ipynb #1c9e9293
 @patch
@@ -977,26 +1183,63 @@ def write_heldout(self:Trainer) -> Path:
 
 @patch
 def fit(self:Trainer) -> Path:
-    "Train until done, then save the final model; returns the run folder."
+    "Train until done (or a SIGTERM/SIGINT: checkpoint and stop), then save the final model; returns the run folder."
     cfg, acc = self.config, self.accelerator
-    images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+    try:
+        images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
+            self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
+            if self.resumed:
+                with open(self.run_dir/"resumes.jsonl", "a") as f: f.write(json.dumps(self.resumed) + "\n")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
+        speed, first, t_first = None, self.step + 1, None
+        with self.stop_on_signals():
+            while not self.done():
+                t0 = time.perf_counter()
+                loss = self.train_step(); self.step += 1
+                dt = time.perf_counter() - t0
+                speed = dt if speed is None else 0.9 * speed + 0.1 * dt
+                if self.step == first: t_first = time.time()  # the first step is slow (warm-up); time the ones after it
+                if self.timed and self.step - first >= CALIBRATION_STEPS and (self.total_steps is None or self.step % RECALIBRATE_EVERY == 0):
+                    self.calibrate((time.time() - t_first) / (self.step - first)); bar.total = self.total_steps; bar.refresh()
+                self.after_step(loss, images_per_step / speed, last=self.done())
+                bar.update(); bar.set_postfix(loss=f"{loss:.4f}", images_per_s=f"{images_per_step / speed:.0f}")
+                if self.stop_requested(): bar.close(); return self.stop()
+        bar.close(); self._reader = self._next_k = None  # stops the DataLoader workers
+        return self.finish()
+    finally: self.release()
+
+# %% ../nbs/02_train.ipynb #260620da
+@patch
+@contextlib.contextmanager
+def stop_on_signals(self:Trainer, signals=(signal.SIGTERM, signal.SIGINT)):
+    "While training, a SIGTERM or SIGINT asks for a stop at the next step boundary instead of killing the process."
+    def ask(signum, frame): self.stop_signal = signal.Signals(signum).name
+    main_thread = threading.current_thread() is threading.main_thread()  # (only there can handlers be set)
+    before = {s: signal.signal(s, ask) for s in signals} if main_thread else {}
+    try: yield
+    finally:
+        for s, h in before.items(): signal.signal(s, h)
+
+@patch
+def stop_requested(self:Trainer) -> bool:
+    "True on every process once any process was asked to stop."
+    asked = self.stop_signal is not None
+    if self.accelerator.num_processes == 1: return asked
+    return bool(self.accelerator.reduce(torch.tensor([float(asked)], device=self.device), "sum").item())
+
+@patch
+def stop(self:Trainer) -> Path:
+    "Checkpoint the step reached (unless just done) and end the run early; `resume` continues it exactly."
     if self.is_main:
-        self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
-        self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
-    bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
-    speed, first, t_first = None, self.step + 1, None
-    while not self.done():
-        t0 = time.perf_counter()
-        loss = self.train_step(); self.step += 1
-        dt = time.perf_counter() - t0
-        speed = dt if speed is None else 0.9 * speed + 0.1 * dt
-        if self.step == first: t_first = time.time()  # the first step is slow (warm-up); time the ones after it
-        if self.timed and self.step - first >= CALIBRATION_STEPS and (self.total_steps is None or self.step % RECALIBRATE_EVERY == 0):
-            self.calibrate((time.time() - t_first) / (self.step - first)); bar.total = self.total_steps; bar.refresh()
-        self.after_step(loss, images_per_step / speed, last=self.done())
-        bar.update(); bar.set_postfix(loss=f"{loss:.4f}", images_per_s=f"{images_per_step / speed:.0f}")
-    bar.close(); self._reader = self._next_k = None  # stops the DataLoader workers
-    return self.finish()
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None or _step_of(ckpt) != self.step: ckpt = self.checkpoint()
+        command = self.command or f"the same config with resume=True (output_dir={str(self.run_dir)!r})"
+        print(f"Stopped by {self.stop_signal or 'a signal to another process'} at step {self.step}; checkpoint: {ckpt}\n"
+              f"Continue with: {command}", flush=True)
+    self.accelerator.wait_for_everyone()
+    return self.run_dir
 
 # %% ../nbs/02_train.ipynb #c26e17d2
 @patch
@@ -1039,7 +1282,20 @@ def train(config:TrainConfig, # the run's config
     return Trainer(config).fit()
 
 # %% ../nbs/02_train.ipynb #758fadc2
-def _file_lines(path): return [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
+def _file_lines(path):
+    lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
+    if not lines: raise ValueError(f"{path} holds no prompts: give one prompt per line")
+    return lines
+
+def _resume_command(args:dict, # the arguments of `t2i_train`
+                   ) -> str:
+    "The `t2i-train` command line that continues the run of `args`: its flags that differ from the defaults, then --resume."
+    parts = ["t2i-train"]
+    for name, p in inspect.signature(t2i_train.__wrapped__).parameters.items():
+        value = args[name]
+        if name in ("resume", "overwrite") or value == p.default: continue
+        parts += [f"--{name.replace('_', '-')}"] + ([] if isinstance(value, bool) else [str(value)])
+    return shlex.join(parts + ["--resume"])
 def _count_or_fraction(s:str): return float(s) if any(c in s for c in ".eE") else int(s)
 
 @call_parse
@@ -1089,16 +1345,17 @@ def t2i_train(
     guidance_scale:float=None, # Guidance of the sample grids (default: the model's sample defaults)
     sample_steps:int=None, # Denoising steps of the sample grids (default: the model's sample defaults)
     resume:store_true=False, # Continue from the latest checkpoint in --output-dir
+    overwrite:store_true=False, # Delete what --output-dir holds and start afresh (a fresh run refuses a used folder otherwise)
     output_dir:str=TrainConfig.output_dir, # Run folder
     seed:int=TrainConfig.seed, # Seed of init, data order, noise and caption dropout
     num_threads:int=TrainConfig.num_threads, # CPU threads for torch (0: torch's default)
 ):
     "Train a text-to-image diffusion model. With no arguments: the offline default on the Shapes world (~10 min on 2 CPU cores)."
-    args = dict(locals())
+    args = dict(locals()); command_args = dict(args)
     _check_choice("cache_latents", cache_latents, ("auto", "yes", "no"))
     args.update(cache_latents={"auto": None, "yes": True, "no": False}[cache_latents],
                 max_minutes=max_minutes or None, unet=json.loads(unet) if unet else {},
                 kind_weights=json.loads(kind_weights) if kind_weights else None, min_snr_gamma=min_snr_gamma or None, num_threads=num_threads or None,
                 subset=_count_or_fraction(subset) if subset else None, val_prompts=_file_lines(val_prompts) if val_prompts else None,
                 val_seeds=[int(s) for s in val_seeds.replace(",", " ").split()])
-    return train(TrainConfig(**args))
+    return Trainer(TrainConfig(**args), command=_resume_command(command_args)).fit()
