@@ -407,15 +407,16 @@ def __call__(self:Text2ImagePipeline,
 
     self.scheduler.set_timesteps(num_inference_steps, device=device)
     if hasattr(self.scheduler, "set_begin_index"): self.scheduler.set_begin_index(0)  # repeated top timesteps (Karras sigmas) must not shift the step index
-    if latents is None: latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    # the sampler's state stays in float32: noise × σ_max (2·10⁴ on a cosine schedule) overflows float16
+    if latents is None: latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
     elif tuple(latents.shape) != shape: raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
-    latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
+    latents = latents.to(device, torch.float32) * self.scheduler.init_noise_sigma
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
     for t in self.progress_bar(self.scheduler.timesteps):
         model_input = torch.cat([latents]*2) if guided else latents
-        model_input = self.scheduler.scale_model_input(model_input, t)
-        pred = self.predict(model_input, t, hidden, pooled)
+        model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
+        pred = self.predict(model_input, t, hidden, pooled).float()
         if guided:
             pred_uncond, pred_text = pred.chunk(2)
             pred = pred_uncond + guidance_scale * (pred_text - pred_uncond)
