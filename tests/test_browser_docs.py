@@ -18,7 +18,7 @@ def build():
     "Build the site once for this module; the pages are written even when a notebook fails nbdev's processing."
     t0 = time.time()
     r = subprocess.run([sys.executable, 'tools/build_site.py', '--out', str(SITE)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=150)
+                       capture_output=True, text=True, timeout=900)  # a guard against hangs; a loaded machine needs minutes
     print(f'site built in {time.time()-t0:.0f}s')
     return r
 
