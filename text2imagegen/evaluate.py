@@ -1,4 +1,4 @@
-"""The Shapes judge, the adherence benchmark, FID / KID / IS / CLIP score / precision-recall, validation loss, and `t2i-eval`.
+"""The Shapes judge, the adherence benchmark, FID / KID / IS / CLIP score / precision-recall, validation loss, evaluation on held-out real images, and `t2i-eval`.
 
 Docs: https://text2imagegen.github.io/text2imagegen/evaluate.html.md"""
 
@@ -19,21 +19,24 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
-                                ShapesWorld, caption_for, render, pil_to_tensor)
+                                ShapesWorld, caption_for, render, pil_to_tensor, tensor_to_pil,
+                                ImageTransform, pick_caption, load_captioned, split_by_image, subset_indices)
 
 # %% auto #0
 __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHERENCE_PROMPTS', 'ADHERENCE_TARGETS',
-           'CEILING_SEED', 'JUDGE_VERSION', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'EVAL_KINDS', 'judge_targets',
-           'ShapesJudge', 'judge_input', 'split_logits', 'judge_read', 'judge_labels', 'judge_loss',
+           'CEILING_SEED', 'JUDGE_VERSION', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'FEATURES', 'EVAL_KINDS',
+           'judge_targets', 'ShapesJudge', 'judge_input', 'split_logits', 'judge_read', 'judge_labels', 'judge_loss',
            'judge_training_set', 'augment', 'train_judge', 'seen_clauses', 'seen_caption', 'clause_checks',
            'judge_clauses', 'parse_spec', 'adherence_prompts', 'judge_ceiling', 'ceiling_line', 'save_judge',
            'read_judge', 'cache_dir', 'judge_cache_path', 'load_judge', 'wilson_interval', 'benchmark_seeds',
            'summarise', 'adherence_benchmark', 'adherence_table', 'failure_figure', 'write_adherence_report',
            'choose_sample_defaults', 'save_sample_defaults', 'JudgeFeatures', 'InceptionFeatures', 'inception_features',
            'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap', 'kid_from_features',
-           'inception_score_from_logits', 'precision_recall', 'density_coverage', 'get_extractor',
-           'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss', 'shapes_validation_loss',
-           'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart', 'evaluate_run', 't2i_eval']
+           'inception_score_from_logits', 'precision_recall', 'density_coverage', 'PixelFeatures', 'CLIPImageFeatures',
+           'get_extractor', 'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss',
+           'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart', 'run_folder',
+           'eval_data', 'heldout_images', 'captioned_pairs', 'default_feature', 'evaluate_captioned',
+           'distribution_rows', 'write_summary', 'evaluate_run', 't2i_eval']
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -747,15 +750,21 @@ class InceptionFeatures(nn.Module):
     def forward(self, x): return self._run(x)[0]
     def logits(self, x): return self._run(x)[1]
 
-def inception_features(weights_path:str|Path|None=None, # the weights file; None: the torch hub cache
-                      ) -> InceptionFeatures:
-    "InceptionV3 features when torch-fidelity and its weights are available, else an error saying what to install where."
+def _inception_problems(weights_path=None):
+    "(weights path, what is missing for InceptionV3 features)."
     path = Path(weights_path) if weights_path else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
     problems = []
     try: import torch_fidelity  # noqa: F401
     except ImportError: problems.append("the `torch-fidelity` package is not installed (pip install torch-fidelity)")
     if not path.is_file(): problems.append(f"the InceptionV3 weights are missing: put {INCEPTION_WEIGHTS} (from {INCEPTION_URL}) at {path}")
-    if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems) + ". Offline, use the judge's features (feature='judge').")
+    return path, problems
+
+def inception_features(weights_path:str|Path|None=None, # the weights file; None: the torch hub cache
+                      ) -> InceptionFeatures:
+    "InceptionV3 features when torch-fidelity and its weights are available, else an error saying what to install where."
+    path, problems = _inception_problems(weights_path)
+    if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems) + ". Offline, use feature='judge' "
+                                         "(Shapes images) or feature='pixels' (any images; raw pixels, no learned features).")
     return InceptionFeatures(path)
 
 # %% ../nbs/04_evaluate.ipynb #ba3234e9
@@ -862,8 +871,58 @@ def density_coverage(real:torch.Tensor, # (N, D) real features
     inside = torch.cdist(real, fake) <= _knn_radius(real, k)[:, None]  # (N, M): fake j in the ball of real i
     return float(inside.sum() / (k * len(fake))), float(inside.any(1).double().mean())
 
+# %% ../nbs/04_evaluate.ipynb #0400ba62
+class PixelFeatures(nn.Module):
+    "Images area-resized to side × side, flattened RGB in [0, 1]: no weights and no learned features."
+    def __init__(self, side:int=8): # images shrink to side × side (3·side² features)
+        super().__init__()
+        self.side, self.num_features = side, 3 * side * side
+        self.name = f"pixels-{side}x{side} ({self.num_features}-d; raw pixels, no learned features)"
+    def forward(self, x): return F.interpolate(x.float(), size=(self.side, self.side), mode="area").flatten(1)
+
+# %% ../nbs/04_evaluate.ipynb #1f5616e6
+def _local_clip(model):
+    if Path(model).is_dir(): return str(model)
+    from huggingface_hub import try_to_load_from_cache
+    try: cached = try_to_load_from_cache(str(model), "config.json")
+    except Exception: cached = None  # not a valid hub id either
+    if isinstance(cached, str): return str(model)
+    raise FileNotFoundError(f"CLIP needs a CLIP model available locally, and {model!r} is neither a folder nor in the "
+                            "Hugging Face cache. Pass a folder with a saved CLIPModel + CLIPProcessor (e.g. "
+                            "openai/clip-vit-large-patch14 saved with save_pretrained) or download it where the hub is reachable.")
+
+class _CLIPFeatures(nn.Module):
+    "A CLIPModel whose get_*_features return tensors (transformers 5 returns output objects, which torchmetrics 1.9 cannot read)."
+    def __init__(self, model): super().__init__(); self.model, self.config = model, model.config
+    @staticmethod
+    def _tensor(out): return out if isinstance(out, torch.Tensor) else out.pooler_output
+    def get_image_features(self, *args, **kwargs): return self._tensor(self.model.get_image_features(*args, **kwargs))
+    def get_text_features(self, *args, **kwargs): return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+class CLIPImageFeatures(nn.Module):
+    "A CLIP model's image embeddings (`get_image_features` after its CLIPImageProcessor) of float images in [0, 1]."
+    def __init__(self,
+                 model:str|Path="openai/clip-vit-large-patch14", # a CLIP folder or a cached hub id
+                 device:str|None=None, # where CLIP runs (None: cuda when available, else cpu)
+                ):
+        super().__init__()
+        import transformers
+        path, device = _local_clip(model), device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.clip = _CLIPFeatures(transformers.CLIPModel.from_pretrained(path, local_files_only=True)).to(device).eval()
+        processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)  # the PIL one needs no torchvision
+        self.processor = processor.from_pretrained(path, local_files_only=True)
+        self.num_features = self.clip.config.projection_dim
+        self.name = f"clip:{model} (image embeddings, {self.num_features}-d)"
+    def forward(self, x):
+        arrays = list((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+        pixels = self.processor(images=arrays, return_tensors="pt")["pixel_values"]
+        p = next(self.clip.parameters())
+        return self.clip.get_image_features(pixel_values=pixels.to(p.device, p.dtype)).cpu()
+
 # %% ../nbs/04_evaluate.ipynb #d024c093
-def get_extractor(feature="judge", # "judge", "inception", or any nn.Module on float images in [0, 1]
+FEATURES = ("inception", "judge", "pixels", "clip:<hub id or folder>")  # feature extractor names `get_extractor` accepts
+
+def get_extractor(feature="judge", # one of FEATURES, or any nn.Module on float images in [0, 1]
                   judge:ShapesJudge|None=None, # the judge for feature="judge" (None: `load_judge()`)
                   inception_weights:str|None=None, # InceptionV3 weights file for feature="inception"
                  ) -> nn.Module:
@@ -871,7 +930,9 @@ def get_extractor(feature="judge", # "judge", "inception", or any nn.Module on f
     if isinstance(feature, nn.Module): return feature
     if feature == "judge": return JudgeFeatures(judge or load_judge())
     if feature == "inception": return inception_features(inception_weights)
-    raise ValueError(f"Unknown feature extractor {feature!r}; accepted: 'judge', 'inception' or an nn.Module")
+    if feature == "pixels": return PixelFeatures()
+    if isinstance(feature, str) and feature.startswith("clip:") and feature[5:]: return CLIPImageFeatures(feature[5:])
+    raise ValueError(f"Unknown feature extractor {feature!r}; accepted: {', '.join(FEATURES)} or an nn.Module")
 
 def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in [-1, 1]
                          fake, # generated images, same forms
@@ -908,24 +969,6 @@ def metrics_line(m:dict) -> str:
     return s + f" — n = {m['n_real']} real / {m['n_fake']} generated, features: {m['feature']} ({m['dims']}-d)"
 
 # %% ../nbs/04_evaluate.ipynb #0835588b
-def _local_clip(model):
-    if Path(model).is_dir(): return str(model)
-    from huggingface_hub import try_to_load_from_cache
-    try: cached = try_to_load_from_cache(str(model), "config.json")
-    except Exception: cached = None  # not a valid hub id either
-    if isinstance(cached, str): return str(model)
-    raise FileNotFoundError(f"CLIP score needs a CLIP model available locally, and {model!r} is neither a folder nor in the "
-                            "Hugging Face cache. Pass a folder with a saved CLIPModel + CLIPProcessor (e.g. "
-                            "openai/clip-vit-large-patch14 saved with save_pretrained) or download it where the hub is reachable.")
-
-class _CLIPFeatures(nn.Module):
-    "A CLIPModel whose get_*_features return tensors (transformers 5 returns output objects, which torchmetrics 1.9 cannot read)."
-    def __init__(self, model): super().__init__(); self.model, self.config = model, model.config
-    @staticmethod
-    def _tensor(out): return out if isinstance(out, torch.Tensor) else out.pooler_output
-    def get_image_features(self, *args, **kwargs): return self._tensor(self.model.get_image_features(*args, **kwargs))
-    def get_text_features(self, *args, **kwargs): return self._tensor(self.model.get_text_features(*args, **kwargs))
-
 def clip_score(images, # PIL images or a (B, 3, H, W) tensor in [-1, 1]
                prompts:list, # one prompt per image
                model:str|Path="openai/clip-vit-large-patch14", # a CLIP folder or a cached hub id
@@ -996,17 +1039,18 @@ def real_vs_generated(pipeline, # a `Text2ImagePipeline`
                 generated=[g.image for g in gen], real_verdicts=judge_clauses(judge, [s["image"] for s in samples], clauses),
                 generated_verdicts=judge_clauses(judge, [g.image for g in gen], clauses))
 
-def real_vs_generated_figure(comparison:dict, # from `real_vs_generated`
+def real_vs_generated_figure(comparison:dict, # captions, real and generated images (e.g. from `real_vs_generated`)
                             ):
-    "Two rows (real, generated) under each caption; frames green when the judge passes the image."
+    "Two rows (real, generated) under each caption; with the judge's verdicts, frames are green when it passes the image."
     import matplotlib.pyplot as plt
     n = len(comparison["captions"])
     fig, axs = plt.subplots(2, n, figsize=(n * 1.5, 3.6), squeeze=False)
     for row, (key, label) in enumerate((("real", "real"), ("generated", "generated"))):
         for k, ax in enumerate(axs[row]):
             ax.imshow(comparison[key][k], interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
-            ok = comparison[f"{key}_verdicts"][k]["passed"]
-            for s in ax.spines.values(): s.set_color("green" if ok else "red"); s.set_linewidth(2.5)
+            if f"{key}_verdicts" in comparison:
+                ok = comparison[f"{key}_verdicts"][k]["passed"]
+                for s in ax.spines.values(): s.set_color("green" if ok else "red"); s.set_linewidth(2.5)
             if row == 0: ax.set_title(_wrap_text(comparison["captions"][k], 20), fontsize=5.5)
         axs[row][0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
@@ -1026,6 +1070,108 @@ def per_prompt_chart(comparison:dict, # from `real_vs_generated`
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04_evaluate.ipynb #67a7f0c1
+def run_folder(model, # run folder, its model/ folder, pipeline folder or hub id
+              ) -> Path|None:
+    "The run folder (the one holding config.json) of `model`, or None."
+    p = Path(str(model))
+    for folder in (p, p.parent if p.name == "model" else None):
+        if folder is not None and (folder / "config.json").is_file(): return folder
+    return None
+
+def eval_data(model, # run folder, pipeline folder, hub id or a loaded pipeline
+              data:str|None=None, # the data asked for (None: the run's own)
+             ) -> str:
+    "The data to evaluate on: `data`, else the run's config.json `data`, else 'shapes'."
+    if data: return str(data)
+    run = run_folder(model) if isinstance(model, (str, Path)) else None
+    return str(json.loads((run / "config.json").read_text()).get("data", "shapes")) if run else "shapes"
+
+# %% ../nbs/04_evaluate.ipynb #b46a3eee
+def heldout_images(source, # a source `load_captioned` reads
+                   run=None, # run folder whose heldout.json lists the held-out images (None: no run)
+                   n_images:int|None=None, # keep at most this many, a seeded subset (None: all)
+                   seed:int=0, # seeds that subset (the fallback split uses the run's seed)
+                  ) -> tuple:
+    "(dataset, info): the images of `source` the run never trained on, and how they were chosen."
+    run = run_folder(run) if run is not None else None
+    config = json.loads((run / "config.json").read_text()) if run else {}
+    held = json.loads((run / "heldout.json").read_text()) if run and (run / "heldout.json").is_file() else None
+    own = str(source) == str(config.get("data"))  # the run's own data: read it with the run's columns, split and subset
+    split = held.get("split") if held and str(held.get("data")) == str(source) else config.get("split") if own else None
+    run_seed = config.get("seed", seed)
+    ds = load_captioned(source, split=split, subset=config.get("subset") if own else None, seed=run_seed,
+                        **({k: config.get(k) for k in ("image_column", "caption_column")} if own else {}))
+    ids = {str(i) for i in held["image_ids"]} if held else set()
+    rows = [k for k, i in enumerate(ds["image_id"]) if i in ids]
+    if rows: ds, chosen = ds.select(rows), f"held out by the run ({len(rows)} of the {len(ids)} ids in heldout.json)"
+    else:
+        if held: warnings.warn(f"None of the {len(ids)} held-out image ids in {run / 'heldout.json'} are in {source}; "
+                               f"evaluating on split_by_image's val split (seed {run_seed}) instead")
+        ds, chosen = split_by_image(ds, seed=run_seed)["val"], f"split_by_image val split (seed {run_seed})"
+    if n_images is not None and len(ds) > n_images:
+        ds, chosen = ds.select(subset_indices(len(ds), n_images, seed)), chosen + f", a seeded subset of {n_images} (seed {seed})"
+    return ds, dict(data=str(source), split=split, chosen=chosen, image_ids=[str(i) for i in ds["image_id"]])
+
+# %% ../nbs/04_evaluate.ipynb #153a095a
+def captioned_pairs(ds, # rows with image, captions and image_id (e.g. from `heldout_images`)
+                    resolution:int, # the model's image side
+                    seed:int=0, # seeds the caption choice
+                   ) -> tuple:
+    "(real images (N, 3, r, r) in [-1, 1] center-cropped to `resolution`, one seeded caption per image, image ids)."
+    transform, real, captions, ids = ImageTransform(resolution), [], [], []
+    for k, row in enumerate(ds):
+        real.append(transform(row["image"])); captions.append(pick_caption(row["captions"], 0, k, seed)); ids.append(str(row["image_id"]))
+    return torch.stack(real), captions, ids
+
+# %% ../nbs/04_evaluate.ipynb #ee532795
+def default_feature(shapes:bool, # evaluating on the Shapes world?
+                    inception_weights:str|None=None, # InceptionV3 weights file (None: the torch hub cache)
+                   ) -> str:
+    "'judge' on the Shapes world; otherwise 'inception' when its weights are here, else 'pixels' (with a printed note)."
+    if shapes: return "judge"
+    path, problems = _inception_problems(inception_weights)
+    if not problems: return "inception"
+    print(f"note: no InceptionV3 weights at {path}, so the distribution metrics use raw 8x8 pixels (feature 'pixels'), "
+          "not comparable with published FIDs; pass --feature clip:<folder> or --inception-weights for learned features")
+    return "pixels"
+
+# %% ../nbs/04_evaluate.ipynb #3ffd6a6b
+def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
+                       ds, # held-out captioned images (from `heldout_images`)
+                       out:str|Path, # folder for distribution.json and real_vs_generated.png
+                       feature=None, # see `get_extractor` (None: `default_feature(False, inception_weights)`)
+                       inception_weights:str|None=None, # InceptionV3 weights file (feature="inception")
+                       bootstrap:int=100, # FID bootstrap resamples (0: none)
+                       clip_model:str|Path|None="openai/clip-vit-large-patch14", # CLIP score model (None: skip)
+                       seed:int=0, # seeds captions, generated images, resamples and the loss noise
+                       info:dict|None=None, # how `ds` was chosen (from `heldout_images`), kept in the report
+                       progress:bool=True, # progress bars
+                       **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
+                      ) -> dict:
+    "Distribution metrics, CLIP score and validation loss on held-out captioned images; writes the report and figure."
+    import matplotlib.pyplot as plt
+    from text2imagegen.sample import generate, default_size
+    if feature == "judge": raise ValueError(f"The judge reads only Shapes images; for captioned images use one of {', '.join(FEATURES[:1] + FEATURES[2:])}")
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    real, captions, ids = captioned_pairs(ds, default_size(pipeline)[0], seed)
+    generated = generate(pipeline, captions, seed=seed, progress=progress, **generate_kwargs)
+    fake = [g.image for g in generated]
+    m = distribution_metrics(real, fake, feature or default_feature(False, inception_weights), None, inception_weights, bootstrap, seed)
+    m["val_loss"] = dict(val_loss=validation_loss(pipeline, real, captions, seed), n=len(captions), seed=seed)
+    m["clip_score"] = m["clip_score_real"] = None
+    try:
+        if clip_model: m["clip_score"], m["clip_score_real"] = clip_score(fake, captions, clip_model), clip_score(real, captions, clip_model)
+    except FileNotFoundError: m["clip_score_note"] = f"CLIP score skipped: no CLIP model {str(clip_model)!r} here (a folder or the Hugging Face cache); pass --clip-model"
+    g = generated[0].params
+    m.update({**(info or {}), "n": len(ids), "seed": seed, "image_ids": ids, "captions": captions,
+              "generation": dict(seeds=[g["seed"], generated[-1].params["seed"]], **{k: g[k] for k in ("scheduler", "steps", "guidance_scale", "height", "width")})})
+    paths = {"distribution_json": out / "distribution.json", "real_vs_generated": out / "real_vs_generated.png"}
+    paths["distribution_json"].write_text(json.dumps(m, indent=1))
+    comparison = dict(captions=captions[:8], real=tensor_to_pil(real[:8]), generated=fake[:8])
+    fig = real_vs_generated_figure(comparison); fig.savefig(paths["real_vs_generated"], dpi=90); plt.close(fig)
+    return {"report": m, "paths": paths, "comparison": comparison}
+
 # %% ../nbs/04_evaluate.ipynb #d55c14ab
 EVAL_KINDS = ("adherence", "distribution", "all")
 
@@ -1035,72 +1181,130 @@ def _default_out(model):
     if (p / "model_index.json").is_file() and p.name == "model": return p.parent / "eval"
     return p / "eval" if (p / "model").is_dir() or (p / "model_index.json").is_file() else Path("eval")
 
+def distribution_rows(m:dict, # from `distribution_metrics`, plus "val_loss" ({"val_loss", "n"})
+                      seed:int, # the seed of the images and resamples
+                      val_note:str, # what the validation loss was measured on
+                     ) -> list:
+    "Summary rows (metric, value, n, note) of FID, KID, IS, precision/recall, density/coverage and validation loss."
+    note, n = f"n={m['n_real']}/{m['n_fake']}, {m['feature']}, seed {seed}", m["n_fake"]
+    ci = f", 95% CI {m['fid_ci95'][0]:.2f}–{m['fid_ci95'][1]:.2f}" if "fid_ci95" in m else ""
+    rows = [dict(metric="FID", value=f"{m['fid']:.2f}", n=n, note=note + ci),
+            dict(metric="KID", value=f"{m['kid_mean']:.4f} ± {m['kid_std']:.4f}", n=n, note=note)]
+    if "is_mean" in m: rows.append(dict(metric="IS", value=f"{m['is_mean']:.2f} ± {m['is_std']:.2f}", n=n, note=note))
+    return rows + [dict(metric="precision / recall", value=f"{m['precision']:.3f} / {m['recall']:.3f}", n=n, note=note + ", k=3"),
+                   dict(metric="density / coverage", value=f"{m['density']:.3f} / {m['coverage']:.3f}", n=n, note=note + ", k=5"),
+                   dict(metric="validation loss", value=f"{m['val_loss']['val_loss']:.4f}", n=m["val_loss"]["n"], note=val_note)]
+
+def write_summary(out:Path, # the output folder
+                  title:str, # the report's heading
+                  rows:list, # dicts with metric, value, n, note
+                  notes:list=(), # paragraphs under the table
+                 ) -> tuple:
+    "(markdown table, path of summary.md)."
+    table = "\n".join(["| metric | value | n | note |", "|---|---|---|---|"] +
+                      [f"| {r['metric']} | {r['value']} | {r['n']} | {r['note']} |" for r in rows])
+    path = Path(out) / "summary.md"
+    path.write_text(f"# {title}\n\n{table}\n\n" + "".join(f"{n}\n\n" for n in notes).rstrip("\n") + "\n")
+    return table, path
+
+# %% ../nbs/04_evaluate.ipynb #0cbd1637
+def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split,
+                     judge, seed, progress, **generate_kwargs):
+    "Rows, notes and paths of the Shapes evaluation (adherence and/or distribution)."
+    import matplotlib.pyplot as plt
+    from text2imagegen.sample import generate, default_size
+    judge = read_judge(judge) if isinstance(judge, (str, Path)) else judge or load_judge(progress=progress)
+    rows, paths = [], {}
+    if kind in ("adherence", "all"):
+        report = adherence_benchmark(pipe, n_per_prompt, seed, judge, per_category=per_category, progress=progress, **generate_kwargs)
+        paths.update({f"adherence_{k}": p for k, p in write_adherence_report(report, out).items()})
+        rows += [dict(metric=f"adherence: {c}", value=f"{s['score']:.3f}", n=s["n"], note=f"95% CI {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f}")
+                 for c, s in {**report["categories"], "overall": report["overall"]}.items()]
+    if kind in ("distribution", "all"):
+        world = ShapesWorld(resolution=default_size(pipe)[0], seed=seed, split=split, length=n_images)
+        real, captions, _ = world.render_pool(n_images, progress=progress)
+        fake = [g.image for g in generate(pipe, captions, seed=seed, progress=progress, **generate_kwargs)]
+        m = distribution_metrics(real.float() / 127.5 - 1, fake, feature or "judge", judge, inception_weights, bootstrap, seed)
+        m["val_loss"] = shapes_validation_loss(pipe, min(n_images, 512), split, seed)
+        paths["distribution_json"] = out / "distribution.json"
+        paths["distribution_json"].write_text(json.dumps({**m, "split": split, "seed": seed}, indent=1))
+        rows += distribution_rows(m, seed, f"split {split}, fixed noise")
+        comp = real_vs_generated(pipe, 8, split, seed, judge, **generate_kwargs)
+        for name, fig in (("real_vs_generated", real_vs_generated_figure(comp)), ("per_prompt", per_prompt_chart(comp))):
+            paths[name] = out / f"{name}.png"; fig.savefig(paths[name], dpi=90); plt.close(fig)
+    return rows, [ceiling_line(judge.ceiling)], paths
+
+# %% ../nbs/04_evaluate.ipynb #c38d1a86
+def _evaluate_captioned_run(pipe, model, source, kind, out, n_images, feature, inception_weights, bootstrap, clip_model,
+                            seed, progress, **generate_kwargs):
+    "Rows, notes and paths of the evaluation on a run's held-out captioned images."
+    if kind == "adherence": raise ValueError(f"The adherence benchmark needs the Shapes world (its judge reads only Shapes images); "
+                                             f"for {source} use kind='distribution'")
+    ds, info = heldout_images(source, model if isinstance(model, (str, Path)) else None, n_images, seed)
+    res = evaluate_captioned(pipe, ds, out, feature, inception_weights, bootstrap, clip_model, seed, info, progress, **generate_kwargs)
+    m, g = res["report"], res["report"]["generation"]
+    rows = distribution_rows(m, seed, f"held-out images with their captions, fixed noise (seed {seed})")
+    rows += [dict(metric=f"CLIP score ({which})", value=f"{c['clip_score']:.2f}", n=c["n"], note=f"{c['model']}, seed {seed}")
+             for which, c in (("generated", m["clip_score"]), ("real", m["clip_score_real"])) if c]
+    where = f" (split {info['split']})" if info["split"] else ""
+    notes = [f"Real images: {m['n']} of `{source}`{where}, {info['chosen']}; "
+             f"one caption each (seed {seed}), center-cropped to {g['width']}×{g['height']} px. Generated: one image per caption, "
+             f"seeds {g['seeds'][0]}–{g['seeds'][1]}, {g['scheduler']}, {g['steps']} steps, guidance {g['guidance_scale']}.",
+             f"Features: {m['feature']}.", *([m["clip_score_note"]] if "clip_score_note" in m else []),
+             *(["The adherence benchmark needs the Shapes world and was not run."] if kind == "all" else []),
+             "![real vs generated](real_vs_generated.png)"]
+    return rows, notes, res["paths"]
+
+# %% ../nbs/04_evaluate.ipynb #95f0d3bb
 def evaluate_run(model, # run folder, pipeline folder, hub id, or a loaded pipeline
-                 kind:str="all", # one of EVAL_KINDS
+                 kind:str="all", # one of EVAL_KINDS (captioned data: distribution only)
                  out:str|Path|None=None, # output folder (None: <run>/eval)
                  n_per_prompt:int=4, # adherence: images per prompt
                  per_category:int|None=None, # adherence: first n prompts per category (None: all 60)
-                 n_images:int=1000, # distribution: real and generated images
-                 feature="judge", # distribution features: "judge", "inception" or an nn.Module
+                 n_images:int=1000, # distribution: real and generated images (captioned data: at most this many held-out images)
+                 feature=None, # distribution features: one of FEATURES or an nn.Module (None: `default_feature`)
                  inception_weights:str|None=None, # InceptionV3 weights file (feature="inception")
                  bootstrap:int=100, # FID bootstrap resamples (0: none)
                  split:str="val", # Shapes split of the real images ("val" or "heldout")
                  judge:ShapesJudge|str|None=None, # a judge or its file (None: the cached default)
                  seed:int=0, # seeds every image and resample
+                 data:str|None=None, # "shapes" or a `load_captioned` source (None: the run's config.json data, else shapes)
+                 clip_model:str|Path|None="openai/clip-vit-large-patch14", # captioned data: CLIP score model (skipped with a note when absent)
                  progress:bool=True, # progress bars
                  **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
                 ) -> dict:
-    "Evaluate a model; write reports and figures to `out`; return {'summary': rows, 'paths': files}."
-    import matplotlib.pyplot as plt
+    "Evaluate a model on its data; write reports and figures to `out`; return {'summary': rows, 'table', 'notes', 'paths'}."
     from text2imagegen.model import load_pipeline
-    from text2imagegen.sample import generate, default_size
     if kind not in EVAL_KINDS: raise ValueError(f"Unknown evaluation kind {kind!r}; accepted: {EVAL_KINDS}")
+    source, name = eval_data(model, data), str(model) if isinstance(model, (str, Path)) else "pipeline"
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
     out = Path(out) if out is not None else _default_out(model if isinstance(model, (str, Path)) else "")
     out.mkdir(parents=True, exist_ok=True)
-    judge = read_judge(judge) if isinstance(judge, (str, Path)) else judge or load_judge(progress=progress)
     generate_kwargs = {k: v for k, v in generate_kwargs.items() if v is not None}
-    summary, paths = [], {}
-    if kind in ("adherence", "all"):
-        report = adherence_benchmark(pipe, n_per_prompt, seed, judge, per_category=per_category, progress=progress, **generate_kwargs)
-        paths.update({f"adherence_{k}": p for k, p in write_adherence_report(report, out).items()})
-        summary += [dict(metric=f"adherence: {c}", value=f"{s['score']:.3f}", n=s["n"], note=f"95% CI {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f}")
-                    for c, s in {**report["categories"], "overall": report["overall"]}.items()]
-    if kind in ("distribution", "all"):
-        world = ShapesWorld(resolution=default_size(pipe)[0], seed=seed, split=split, length=n_images)
-        real, captions, _ = world.render_pool(n_images, progress=progress)
-        fake = [g.image for g in generate(pipe, captions, seed=seed, progress=progress, **generate_kwargs)]
-        m = distribution_metrics(real.float() / 127.5 - 1, fake, feature, judge, inception_weights, bootstrap, seed)
-        m["val_loss"] = shapes_validation_loss(pipe, min(n_images, 512), split, seed)
-        paths["distribution_json"] = out / "distribution.json"
-        paths["distribution_json"].write_text(json.dumps({**m, "split": split, "seed": seed}, indent=1))
-        note = f"n={m['n_real']}/{m['n_fake']}, {m['feature']}"
-        summary += [dict(metric="FID", value=f"{m['fid']:.2f}", n=m["n_fake"], note=note + (f", 95% CI {m['fid_ci95'][0]:.2f}–{m['fid_ci95'][1]:.2f}" if "fid_ci95" in m else "")),
-                    dict(metric="KID", value=f"{m['kid_mean']:.4f} ± {m['kid_std']:.4f}", n=m["n_fake"], note=note),
-                    dict(metric="precision / recall", value=f"{m['precision']:.3f} / {m['recall']:.3f}", n=m["n_fake"], note=note + ", k=3"),
-                    dict(metric="density / coverage", value=f"{m['density']:.3f} / {m['coverage']:.3f}", n=m["n_fake"], note=note + ", k=5"),
-                    dict(metric="validation loss", value=f"{m['val_loss']['val_loss']:.4f}", n=m["val_loss"]["n"], note=f"split {split}, fixed noise")]
-        if "is_mean" in m: summary.insert(-3, dict(metric="IS", value=f"{m['is_mean']:.2f} ± {m['is_std']:.2f}", n=m["n_fake"], note=note))
-        comp = real_vs_generated(pipe, 8, split, seed, judge, **generate_kwargs)
-        for name, fig in (("real_vs_generated", real_vs_generated_figure(comp)), ("per_prompt", per_prompt_chart(comp))):
-            paths[name] = out / f"{name}.png"; fig.savefig(paths[name], dpi=90); plt.close(fig)
-    table = "\n".join(["| metric | value | n | note |", "|---|---|---|---|"] +
-                      [f"| {r['metric']} | {r['value']} | {r['n']} | {r['note']} |" for r in summary])
-    paths["summary"] = out / "summary.md"
-    paths["summary"].write_text(f"# Evaluation of `{model if isinstance(model, (str, Path)) else 'pipeline'}`\n\n{table}\n\n{ceiling_line(judge.ceiling)}\n")
-    return {"summary": summary, "table": table, "paths": paths, "ceiling": ceiling_line(judge.ceiling)}
+    if source == "shapes":
+        rows, notes, paths = _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights,
+                                              bootstrap, split, judge, seed, progress, **generate_kwargs)
+        title = f"Evaluation of `{name}`"
+    else:
+        rows, notes, paths = _evaluate_captioned_run(pipe, model, source, kind, out, n_images, feature, inception_weights,
+                                                     bootstrap, clip_model, seed, progress, **generate_kwargs)
+        title = f"Evaluation of `{name}` on held-out images of `{source}`"
+    table, paths["summary"] = write_summary(out, title, rows, notes)
+    return {"summary": rows, "table": table, "notes": notes, "paths": paths, **({"ceiling": notes[0]} if source == "shapes" else {})}
 
 # %% ../nbs/04_evaluate.ipynb #352333e3
 @call_parse
 def t2i_eval(
     model:str,                  # Run folder (e.g. runs/default), pipeline folder or hub id
-    kind:str="all",             # What to evaluate: adherence, distribution or all
+    kind:str="all",             # What to evaluate: adherence (Shapes only), distribution or all
     out:str=None,               # Output folder (default: <run>/eval)
+    data:str=None,              # Data to evaluate on: shapes, or captioned images t2i-train reads (default: the run's own, its held-out images)
     n_per_prompt:int=4,         # Adherence: images per prompt
     per_category:int=None,      # Adherence: first n prompts of each category (default: all 60)
-    n_images:int=1000,          # Distribution: real and generated images
-    feature:str="judge",        # Distribution features: judge (offline) or inception
+    n_images:int=1000,          # Distribution: real and generated images (captioned data: at most this many held-out images)
+    feature:str=None,           # Distribution features: inception, judge (Shapes only), pixels, or clip:<hub id or folder> (default: judge on Shapes; else inception if its weights are here, otherwise pixels)
     inception_weights:str=None, # InceptionV3 FID weights file (feature inception)
+    clip_model:str="openai/clip-vit-large-patch14", # Captioned data: CLIP score model, a folder or cached hub id (skipped with a note when absent)
     bootstrap:int=100,          # FID bootstrap resamples (0: none)
     split:str="val",            # Shapes split of the real images: val or heldout
     judge:str=None,             # A judge .safetensors file (default: the cached one, trained if missing)
@@ -1108,7 +1312,7 @@ def t2i_eval(
     steps:int=None,             # Denoising steps (default: the model's)
     scheduler:str=None,         # Sampler name (default: the model's)
     batch_size:int=64,          # Images per pipeline call
-    seed:int=0,                 # Seed of every image and resample
+    seed:int=0,                 # Seed of every caption choice, image and resample
     choose_defaults:store_true=False, # First measure guidance 1, 2, 3, 4 (benchmark seed 1) and save the best as the model's sample defaults
 ):
     "Evaluate a text-to-image model: prompt adherence (Shapes judge) and distribution metrics; writes reports."
@@ -1118,7 +1322,7 @@ def t2i_eval(
         for r in tried: print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
         print(f"sample defaults {best} saved to {save_sample_defaults(model, best)}")
     res = evaluate_run(model, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split,
-                       judge, seed, guidance_scale=guidance_scale, steps=steps, scheduler=scheduler, batch_size=batch_size)
-    print(res["table"]); print(res["ceiling"])
+                       judge, seed, data, clip_model, guidance_scale=guidance_scale, steps=steps, scheduler=scheduler, batch_size=batch_size)
+    print(res["table"]); print("\n".join(n for n in res["notes"] if not n.startswith("![")))
     print(f"reports and figures written to {res['paths']['summary'].parent}")
     return res
