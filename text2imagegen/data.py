@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #4c022f2a
 from __future__ import annotations
-import csv, errno, io, json, math, os, stat, warnings
+import csv, errno, io, json, math, os, shutil, stat, warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS', 'HELD_OUT', 'CAPTION_TEMPLATES',
            'POSITION_PHRASES', 'RELATION_PHRASES', 'NUMBER_WORDS', 'SIZE_FRACTION', 'POSITION_ANCHORS', 'MARGIN', 'GAP',
            'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES',
-           'MAX_CAPTION_CHARS', 'describe', 'caption_for', 'render_with_boxes', 'render', 'ShapesWorld', 'show_samples',
-           'shape_mask', 'position_of', 'relation_holds', 'pairs_in', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil',
-           'ImageTransform', 'pick_caption', 'drop_captions', 'image_problem', 'subset_indices', 'load_captioned',
-           'split_by_image', 'train_val_split', 'cache_dir']
+           'MAX_CAPTION_CHARS', 'IMAGE_SUFFIXES', 'describe', 'caption_for', 'render_with_boxes', 'render',
+           'ShapesWorld', 'show_samples', 'shape_mask', 'position_of', 'relation_holds', 'pairs_in', 'to_rgb',
+           'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'pick_caption', 'drop_captions', 'image_problem',
+           'subset_indices', 'load_captioned', 'split_by_image', 'train_val_split', 'tuxpaint_imagefolder', 'cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -831,6 +831,34 @@ def train_val_split(source, # anything `load_captioned` reads
         return datasets.DatasetDict({"train": load_captioned(source, "train", subset=subset, seed=seed, **kwargs),
                                      "val": load_captioned(source, "val", **kwargs)})
     return split_by_image(load_captioned(source, split, subset=subset, seed=seed, **kwargs), val_fraction, seed)
+
+# %% ../nbs/00_data.ipynb #398043bf
+IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")  # files counted as images when skipping
+
+def tuxpaint_imagefolder(dest, # folder to write: `images/*.png` and `metadata.jsonl`
+                         stamps="/usr/share/tuxpaint/stamps", # Tux Paint's stamps folder (nested folders of PNG + .txt)
+                         size:int|None=None, # longest side of the written images (None: copied as they are)
+                        ) -> int:
+    "Write Tux Paint's stamps as an imagefolder captioned by each `.txt`'s first line; returns the number of images written."
+    stamps, dest = Path(stamps), Path(dest)
+    if not stamps.is_dir(): raise FileNotFoundError(f"No stamps folder {stamps} (Debian/Ubuntu: apt-get install tuxpaint-stamps-default)")
+    (dest/"images").mkdir(parents=True, exist_ok=True)
+    skips, rows = _Skips(), []
+    for p in sorted(f for f in stamps.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES):
+        rel, txt = p.relative_to(stamps), p.with_suffix(".txt")
+        lines = txt.read_text(encoding="utf-8-sig", errors="replace").splitlines() if txt.is_file() else []
+        text = lines[0].strip() if lines else ""
+        problem = (f"not a PNG ({p.suffix})" if p.suffix.lower() != ".png" else "no .txt" if not txt.is_file()
+                   else "empty description" if not text else image_problem(p))
+        if problem: skips.add(rel, problem); continue
+        name = "-".join(rel.parts)
+        if size is None: shutil.copyfile(p, dest/"images"/name)
+        else:
+            with Image.open(p) as im: im = im.convert("RGBA"); im.thumbnail((size, size)); im.save(dest/"images"/name)
+        rows.append({"file_name": f"images/{name}", "text": text})
+    (dest/"metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"Wrote {len(rows)} images to {dest}; skipped {len(skips.items)}{': ' + skips.summary() if skips.items else ''}")
+    return len(rows)
 
 # %% ../nbs/00_data.ipynb #7c1e2a94
 def cache_dir() -> Path:
