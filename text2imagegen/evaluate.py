@@ -653,7 +653,7 @@ def fid_bootstrap(real:torch.Tensor, # (N, D) real features
                   seed:int=0, # seeds the resampling
                   level:float=0.95, # interval coverage
                  ) -> tuple:
-    "Percentile bootstrap interval of FID, resampling both sets with replacement."
+    "Percentile bootstrap interval of FID, resampling both sets with replacement (repeated images raise FID, so at small n the interval can lie above the estimate)."
     g = torch.Generator().manual_seed(seed)
     fids = [fid_from_features(real[torch.randint(len(real), (len(real),), generator=g)],
                               fake[torch.randint(len(fake), (len(fake),), generator=g)], warn=False) for _ in range(n_boot)]
@@ -788,6 +788,9 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
     "FID, KID, IS, precision/recall and density/coverage of `fake` against `real`, with n and the extractor."
     ext = get_extractor(feature, judge, inception_weights)
     fr, ff = extract_features(real, ext), extract_features(fake, ext)
+    if min(len(fr), len(ff)) < 6:
+        raise ValueError(f"Distribution metrics need at least 6 real and 6 generated images (density/coverage use the 5 nearest "
+                         f"neighbours); got {len(fr)} real and {len(ff)} generated")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fid = fid_from_features(fr, ff)
