@@ -45,7 +45,7 @@ def main(steps:int=2000, # training steps
     after_step = trainer.after_step
     def record(*args, **kw):
         after_step(*args, **kw)
-        if trainer.step % every == 0: train_points.append((trainer.step, rss_mb()))
+        if trainer.step % every == 0: train_points.append((trainer.step, rss_mb())); print('RSS', *train_points[-1], flush=True)
     trainer.after_step = record
     t0 = time.time(); trainer.fit(); train_s = time.time() - t0
     pipe, sample_points, done = load_pipeline(run), [], 0
@@ -53,7 +53,7 @@ def main(steps:int=2000, # training steps
     while done < images:
         n = min(every, images - done)
         generate(pipe, ["a large red circle on the left"] * n, seed=done, steps=4, batch_size=50, progress=False)
-        done += n; sample_points.append((done, rss_mb()))
+        done += n; sample_points.append((done, rss_mb())); print('RSS', *sample_points[-1], flush=True)
     sample_s = time.time() - t0
     for name, pts, unit in (("training", train_points, "step"), ("sampling", sample_points, "image")):
         print(f"\n{name}: RSS (MB) after every {every} {unit}s")
