@@ -32,16 +32,16 @@ from .sample import generate, image_grid, check_params, default_size, FALLBACK_D
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
            'RECIPES', 'CACHE_FORMAT', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY',
            'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config',
-           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults', 'make_pipeline',
-           'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources', 'freeze_encoders',
-           'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images', 'DiskArray',
-           'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
+           'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults',
+           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
+           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
+           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
            'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
            'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
            'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint',
            'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run',
-           'Trainer', 'heldout_examples', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train', 'field_docs',
-           'train_parser', 'data_summary', 't2i_train']
+           'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
+           'field_docs', 'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -89,17 +89,23 @@ class TrainConfig:
     lr_schedule:str|None=None # `cosine`, `constant` or `linear` decay after warmup (None: the preset's)
     warmup_steps:int|None=None # linear warmup steps (None: the preset's)
     weight_decay:float|None=None # AdamW weight decay (None: the preset's)
+    optimizer:str="adamw" # `adamw`, `adamw8bit` (bitsandbytes: a quarter of AdamW's state memory) or a `torch.optim` optimizer by name, e.g. `SGD`
     max_grad_norm:float=1.0 # gradient clipping norm
     caption_dropout:float=0.1 # probability of training a caption as the empty prompt (classifier-free guidance)
     ema_decay:float=0.999 # largest EMA decay (0: no EMA)
     ema_power:float=0.75 # EMA warmup: decay ramps as 1 - (1 + step) ** -power
+    ema_device:str|None=None # where the EMA weights live between updates, e.g. `cpu` to save accelerator memory (None: the training device)
+    ema_every:int=1 # optimizer steps between EMA updates
     min_snr_gamma:float|None=None # min-SNR-gamma loss weighting, e.g. 5 (None or 0: plain MSE)
+    noise_offset:float=0.0 # scale of a per-image, per-channel constant added to the noise, e.g. 0.05 (diffusers' `noise_offset`; 0: none)
+    input_perturbation:float=0.0 # scale of extra noise in the noised input only, not in the target, e.g. 0.1 (diffusers' `input_perturbation`; 0: none)
     timestep_bias:str|None=None # `none`, `later` or `earlier`: sample the noisier (later) or cleaner (earlier) timesteps more often (None: the preset's)
     timestep_bias_multiplier:float=5.0 # how many times more often the biased timesteps are sampled
     timestep_bias_portion:float=0.5 # the fraction of the timesteps that is biased
     prediction_type:str|None=None # `epsilon` or `v_prediction` (None: the model's own; tiny: v_prediction, sd15: epsilon)
     mixed_precision:str="no" # `no`, `fp16` or `bf16`
     gradient_checkpointing:bool=False # recompute the UNet's activations in the backward pass: less memory, ~30% slower
+    allow_tf32:bool=False # TF32 matmuls on Ampere or newer GPUs: faster, slightly less precise
     cache_latents:bool|None=None # cache model-space images (VAE latents) on disk (None: whenever crops are centred)
     cache_dir:str|None=None # folder of the disk caches of caption states and latents (None: `cache_dir()/data`)
     num_workers:int=0 # DataLoader processes that read or decode batches ahead of the training step (0: none)
@@ -137,6 +143,13 @@ def check_config(self:TrainConfig):
         raise ValueError(f"text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as 0.1, got {self.text_whitening}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
         if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+    check_optimizer(self.optimizer)
+    if self.ema_every < 1: raise ValueError(f"ema_every must be at least 1, got {self.ema_every}")
+    if self.ema_device is not None:
+        try: torch.device(self.ema_device)
+        except (RuntimeError, TypeError) as e: raise ValueError(f"ema_device must be None (the training device) or a torch device such as 'cpu', got {self.ema_device!r}") from e
+    for k in ("noise_offset", "input_perturbation"):
+        if getattr(self, k) < 0: raise ValueError(f"{k} must be 0 (none) or positive, got {getattr(self, k)}")
     if self.num_workers < 0: raise ValueError(f"num_workers must be 0 (read batches in the training process) or more, got {self.num_workers}")
     if self.subset is not None: subset_indices(1, self.subset)  # raises with the accepted values
     if self.data == "shapes" and (self.subset is not None or self.split is not None or self.flip):
@@ -151,6 +164,14 @@ def check_config(self:TrainConfig):
     check_sample_settings(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
     self.val_seeds = [int(s) for s in self.val_seeds]
+
+def _torch_optimizers() -> list:
+    return sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+
+def check_optimizer(name:str):
+    "Raise ValueError naming the accepted optimizers unless `name` is `adamw`, `adamw8bit` or a torch.optim optimizer."
+    if name not in ("adamw", "adamw8bit") and name not in _torch_optimizers():
+        raise ValueError(f"Unknown optimizer {name!r}; accepted: 'adamw', 'adamw8bit' (bitsandbytes) or a torch.optim optimizer: {', '.join(_torch_optimizers())}")
 
 def check_sample_settings(self:TrainConfig):
     "The sample grids' prompts, seeds, guidance and steps, checked before training starts (the model's own checks come at set-up)."
@@ -661,9 +682,10 @@ def batch_loss(pipe, # the pipeline (for `predict`)
                noise:torch.Tensor, # noise, like x0
                timesteps:torch.Tensor, # per-sample timesteps
                min_snr_gamma:float|None=None, # min-SNR weighting (None: plain MSE)
+               input_noise:torch.Tensor|None=None, # the noise that noises x0 when it is not the target's (input perturbation; None: `noise`)
               ) -> torch.Tensor:
     "The training loss of one batch: noise x0 to `timesteps`, predict, compare with the target."
-    x_t = scheduler.add_noise(x0, noise, timesteps)
+    x_t = scheduler.add_noise(x0, noise if input_noise is None else input_noise, timesteps)
     pred = pipe.predict(x_t, timesteps, hidden, pooled, unet=unet)  # the wrapped UNet, so gradients are shared across processes
     weight = min_snr_weight(scheduler, timesteps, min_snr_gamma) if min_snr_gamma else None
     return diffusion_loss(pred, training_target(scheduler, x0, noise, timesteps), weight)
@@ -897,6 +919,7 @@ class Trainer:
         config = resolve_defaults(config)  # the preset's values for the fields left None
         self.config, self.run_dir, self.t_start, self.command = config, Path(config.output_dir), time.time(), command
         if config.num_threads: torch.set_num_threads(config.num_threads)
+        if config.allow_tf32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         AcceleratorState._reset_state()  # a new run in the same process may use another mixed precision
         self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.is_main, self.device = acc.is_main_process, acc.device
@@ -997,16 +1020,41 @@ def heldout_examples(images:ImageSet, # the held-out split
     return captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks], [images.ids[i] for i in picks]
 
 # %% ../nbs/02_train.ipynb #234c3dc2
+def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
+                   params, # the parameters to train
+                   lr:float, # learning rate
+                   weight_decay:float, # weight decay
+                  ) -> torch.optim.Optimizer:
+    "The optimizer called `name`: torch's AdamW, bitsandbytes' 8-bit AdamW, or any torch.optim optimizer."
+    check_optimizer(name)
+    if name == "adamw": return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name == "adamw8bit":
+        try: import bitsandbytes as bnb
+        except ImportError as e: raise ImportError("optimizer 'adamw8bit' needs bitsandbytes: pip install bitsandbytes") from e
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
+    return getattr(torch.optim, name)(params, lr=lr, weight_decay=weight_decay)
+
 @patch
 def setup_training(self:Trainer):
-    "UNet, AdamW, EMA; the UNet and optimizer prepared by accelerate (DDP across processes)."
+    "UNet (gradient checkpointing if asked), optimizer, EMA (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
     cfg, unet = self.config, self.pipe.unet
     unet.requires_grad_(True).train()
     if cfg.gradient_checkpointing: unet.enable_gradient_checkpointing()
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    opt = make_optimizer(cfg.optimizer, unet.parameters(), cfg.lr, cfg.weight_decay)
     self.unet, self.optimizer = self.accelerator.prepare(unet, opt)
     self.ema = None if not cfg.ema_decay else EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
                                                        inv_gamma=1.0, power=cfg.ema_power, foreach=True)
+    self.ema_device = torch.device(cfg.ema_device) if cfg.ema_device else self.device
+    if self.ema is not None and self.ema_device != self.device:
+        self.ema.to(self.ema_device)
+        if self.ema_device.type == "cpu" and self.device.type == "cuda": self.ema.pin_memory()  # non-blocking copies
+
+@patch
+def ema_step(self:Trainer):
+    "Update the EMA from the UNet: on the training device, then back to `ema_device` (as diffusers' `--offload_ema`)."
+    if self.ema_device != self.device: self.ema.to(self.device, non_blocking=True)
+    self.ema.step(self.pipe.unet.parameters())
+    if self.ema_device != self.device: self.ema.to(self.ema_device, non_blocking=True)
 
 @patch
 def make_lr_scheduler(self:Trainer, total:int|None, last_step:int=0):
@@ -1086,8 +1134,11 @@ def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
     hidden, pooled = self.captions.lookup(self.caption_ids(idx, epoch, g), self.device, self.dtype)
     noise = torch.randn(x0.shape, generator=g).to(self.device)
     t = torch.multinomial(self.timestep_weights, len(idx), replacement=True, generator=g).to(self.device)
+    if cfg.noise_offset:  # one constant per image and channel (diffusers' noise offset)
+        noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1,) * (x0.dim() - 2), generator=g).to(self.device)
+    perturbed = noise + cfg.input_perturbation * torch.randn(x0.shape, generator=g).to(self.device) if cfg.input_perturbation else None
     with acc.autocast():
-        return batch_loss(self.pipe, self.unet, self.scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma)
+        return batch_loss(self.pipe, self.unet, self.scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma, perturbed)
 
 # %% ../nbs/02_train.ipynb #2cf2f11a
 @patch
@@ -1107,7 +1158,7 @@ def train_step(self:Trainer) -> float:
             self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
         self.micro_batch += 1; losses.append(mean)
     self.lr_scheduler.step()
-    if self.ema is not None: self.ema.step(self.pipe.unet.parameters())
+    if self.ema is not None and (self.step + 1) % self.config.ema_every == 0: self.ema_step()
     return torch.stack(losses).mean().item()
 
 @patch
@@ -1183,7 +1234,7 @@ def checkpoint(self:Trainer) -> Path:
 # %% ../nbs/02_train.ipynb #803f6e7c
 RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
                 "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
-                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power")  # its order, the EMA in the checkpoint
+                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer")  # its order, the EMA and optimizer in the checkpoint
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
 
 def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
@@ -1220,7 +1271,7 @@ def resume(self:Trainer):
     if set(RESUME_NEW_SCHEDULE) & set(applied):
         for g in self.optimizer.param_groups: g["initial_lr"], g["weight_decay"] = cfg.lr, cfg.weight_decay
         self.make_lr_scheduler(self.total_steps, last_step=self.step)  # the new schedule, from the step reached
-    if self.ema is not None: self.ema.load_state_dict(state["ema"]); self.ema.to(self.device)
+    if self.ema is not None: self.ema.load_state_dict(state["ema"]); self.ema.to(self.ema_device)
     w = getattr(self.pipe, "text_whitening", None)
     if w is not None and state.get("text_whitening") is not None: w.load_state_dict(state["text_whitening"])  # the conditioning trained with
     torch.set_rng_state(state["torch_rng"])
