@@ -68,9 +68,9 @@ def _tuples(d:dict) -> dict:
 def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int, per_category:int, n_per_prompt:int,
                categories, guidance:list, batch_size:int|None=None) -> list:
     "Train `recipe` to max(images) images seen with snapshots at `images`; score each snapshot. One row per (snapshot, guidance, category)."
-    cfg = {**dict(max_minutes=None, num_threads=threads, val_every=10**9, checkpoint_every=10**9, output_dir=str(out / name),
+    cfg = {**dict(max_minutes=0, num_threads=threads, val_every=10**9, checkpoint_every=10**9, output_dir=str(out / name),
                   unet=_tuples(recipe.get("unet", {})), kind_weights=recipe.get("kind_weights")), **recipe.get("config", {})}
-    per_step = cfg.get("batch_size", T.TrainConfig.batch_size)
+    per_step = cfg.get("batch_size", T.PRESET_TRAIN_DEFAULTS["tiny"]["batch_size"])
     cfg["max_steps"] = -(-max(images) // per_step)
     t0 = time.time()  # rendered pools are fast; captions come from the trainer's own disk cache after the first recipe
     trained = train_with_snapshots(T.TrainConfig(**cfg), images=[m for m in images if m < max(images)])
@@ -109,7 +109,7 @@ def speed_test(names:list, threads:int, seconds:float=20, rounds:int=3) -> dict:
         r = RECIPES[n]
         pipe = build_pipeline("tiny", **_tuples(r.get("unet", {})))
         pipe.unet.train()
-        bs = r.get("config", {}).get("batch_size", T.TrainConfig.batch_size)
+        bs = r.get("config", {}).get("batch_size", T.PRESET_TRAIN_DEFAULTS["tiny"]["batch_size"])
         opt = torch.optim.AdamW(pipe.unet.parameters(), 1e-4)
         models[n] = (pipe, opt, bs, [0, 0.0])
     sched = T.noise_scheduler(next(iter(models.values()))[0])

@@ -61,7 +61,7 @@ def train_with_snapshots(config:TrainConfig, # the run's config (its output_dir 
     "Train `config`, saving the EMA pipeline at the given marks; returns the run folder, snapshots and timings."
     trainer = Trainer(config)
     t_trainer = trainer.t_start
-    per_step = config.batch_size * config.grad_accum * trainer.accelerator.num_processes
+    per_step = trainer.config.batch_size * trainer.config.grad_accum * trainer.accelerator.num_processes  # resolved values
     marks = sorted([("minutes", m) for m in minutes] + [("images", m) for m in images], key=lambda m: m[1])
     snaps, timing = [], {"overhead_s": 0.0, "first_step_s": None}
     plain_after_step = trainer.after_step

@@ -6,8 +6,8 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import contextlib, csv, errno, hashlib, inspect, json, math, os, re, shlex, shutil, signal, socket, threading, time, uuid, warnings
-from dataclasses import dataclass, field, asdict, fields
+import argparse, contextlib, csv, importlib.resources, sys, errno, hashlib, inspect, json, math, os, re, shlex, shutil, signal, socket, threading, time, uuid, warnings
+from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 
 import numpy as np, torch
@@ -18,34 +18,44 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from fastcore.basics import patch
-from fastcore.script import call_parse, store_true
+from fastcore.docments import docments
 from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
                                 pick_caption, drop_captions, tensor_to_pil)
-from .model import build_pipeline, load_pipeline
+from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, _pipeline_folder
 from .sample import generate, image_grid, check_params, default_size, FALLBACK_DEFAULTS
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'DEFAULT_VAL_PROMPTS', 'CACHE_FORMAT',
-           'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY', 'FINAL_RESERVE_S', 'RESUME_FIXED',
-           'RESUME_NEW_SCHEDULE', 'TrainConfig', 'check_config', 'check_sample_settings', 'make_pipeline',
-           'noise_scheduler', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
-           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
-           'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
-           'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints',
-           'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve',
-           'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'MicroBatches', 'resume_changes', 'unseen_prompts',
-           'train', 't2i_train']
+__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
+           'RECIPES', 'CACHE_FORMAT', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY',
+           'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config',
+           'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults',
+           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
+           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
+           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
+           'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
+           'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
+           'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run',
+           'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
+           'field_docs', 'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_BIASES = ("none", "later", "earlier")
+PRESET_TRAIN_DEFAULTS = {  # what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
+    "tiny": dict(resolution=32, batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=100, weight_decay=0.0,  # the Shapes-world
+                 timestep_bias="later", max_minutes=9.5, num_threads=2),  # recipe, measured on 2 CPU cores (see "The recipe")
+    "sd15": dict(resolution=512, batch_size=16, lr=1e-4, lr_schedule="constant", warmup_steps=500, weight_decay=1e-2,  # diffusers'
+                 timestep_bias="none", max_minutes=0, num_threads=0),  # train_text_to_image.py defaults, for a random-init UNet
+    "loaded": dict(resolution=512, batch_size=16, lr=1e-5, lr_schedule="constant", warmup_steps=0, weight_decay=1e-2,  # diffusers'
+                   timestep_bias="none", max_minutes=0, num_threads=0),  # Stable Diffusion fine-tuning example
+}
 DEFAULT_VAL_PROMPTS = ["a large red circle on the left", "a small blue square at the top",
                        "a large yellow triangle in the center", "a large blue circle above a small red square",
                        "a small orange square to the left of a large purple triangle", "three small green squares",
@@ -64,7 +74,7 @@ class TrainConfig:
     caption_column:str|None=None # caption column of a data set (None: guessed)
     subset:float|int|None=None # fraction in (0, 1] or count of the source's training images, chosen with `seed` (None: all)
     split:str|None=None # split of the source to train on (None: a Karpathy file's own train/val, else the whole source, split by image)
-    resolution:int=32 # image side in pixels
+    resolution:int|None=None # image side in pixels (None: the preset's, see PRESET_TRAIN_DEFAULTS)
     crop:str="center" # `center` or `random` (random crops make latents uncacheable)
     flip:bool=False # random horizontal flips (never for the Shapes world: "left" would lie)
     shapes_pool:int=12_000 # Shapes world training images, rendered once and reused every epoch
@@ -72,23 +82,30 @@ class TrainConfig:
     val_size:int=256 # held-out images for the validation loss
     max_steps:int|None=None # optimizer steps (None: from `epochs`, or as many as fit in `max_minutes`)
     epochs:int|None=None # passes over the training images (used when `max_steps` is None)
-    max_minutes:float|None=9.5 # wall-clock budget from set-up to final save (None: no limit); 9.5 leaves room for start-up
-    batch_size:int=32 # images per process per micro-batch
+    max_minutes:float|None=None # wall-clock budget from set-up to final save (0: no limit; None: the preset's, 9.5 for tiny, else none)
+    batch_size:int|None=None # images per process per micro-batch (None: the preset's)
     grad_accum:int=1 # micro-batches per optimizer step
-    lr:float=2e-3 # peak learning rate (AdamW)
-    lr_schedule:str="cosine" # `cosine`, `constant` or `linear` decay after warmup
-    warmup_steps:int=100 # linear warmup steps
-    weight_decay:float=0.0 # AdamW weight decay
+    lr:float|None=None # peak learning rate (None: the preset's, 2e-3 for tiny, 1e-5 to fine-tune a loaded model)
+    lr_schedule:str|None=None # `cosine`, `constant` or `linear` decay after warmup (None: the preset's)
+    warmup_steps:int|None=None # linear warmup steps (None: the preset's)
+    weight_decay:float|None=None # AdamW weight decay (None: the preset's)
+    optimizer:str="adamw" # `adamw`, `adamw8bit` (bitsandbytes: a quarter of AdamW's state memory) or a `torch.optim` optimizer by name, e.g. `SGD`
     max_grad_norm:float=1.0 # gradient clipping norm
     caption_dropout:float=0.1 # probability of training a caption as the empty prompt (classifier-free guidance)
     ema_decay:float=0.999 # largest EMA decay (0: no EMA)
     ema_power:float=0.75 # EMA warmup: decay ramps as 1 - (1 + step) ** -power
+    ema_device:str|None=None # where the EMA weights live between updates, e.g. `cpu` to save accelerator memory (None: the training device)
+    ema_every:int=1 # optimizer steps between EMA updates
     min_snr_gamma:float|None=None # min-SNR-gamma loss weighting, e.g. 5 (None or 0: plain MSE)
-    timestep_bias:str="later" # `none`, `later` or `earlier`: sample the noisier (later) or cleaner (earlier) timesteps more often
+    noise_offset:float=0.0 # scale of a per-image, per-channel constant added to the noise, e.g. 0.05 (diffusers' `noise_offset`; 0: none)
+    input_perturbation:float=0.0 # scale of extra noise in the noised input only, not in the target, e.g. 0.1 (diffusers' `input_perturbation`; 0: none)
+    timestep_bias:str|None=None # `none`, `later` or `earlier`: sample the noisier (later) or cleaner (earlier) timesteps more often (None: the preset's)
     timestep_bias_multiplier:float=5.0 # how many times more often the biased timesteps are sampled
     timestep_bias_portion:float=0.5 # the fraction of the timesteps that is biased
-    prediction_type:str="v_prediction" # `epsilon` or `v_prediction`
+    prediction_type:str|None=None # `epsilon` or `v_prediction` (None: the model's own; tiny: v_prediction, sd15: epsilon)
     mixed_precision:str="no" # `no`, `fp16` or `bf16`
+    gradient_checkpointing:bool=False # recompute the UNet's activations in the backward pass: less memory, ~30% slower
+    allow_tf32:bool=False # TF32 matmuls on Ampere or newer GPUs: faster, slightly less precise
     cache_latents:bool|None=None # cache model-space images (VAE latents) on disk (None: whenever crops are centred)
     cache_dir:str|None=None # folder of the disk caches of caption states and latents (None: `cache_dir()/data`)
     num_workers:int=0 # DataLoader processes that read or decode batches ahead of the training step (0: none)
@@ -99,16 +116,17 @@ class TrainConfig:
     val_seeds:list=field(default_factory=lambda: [0, 1]) # one grid row per seed
     guidance_scale:float|None=None # guidance of the sample grids (None: the pipeline's sample defaults)
     sample_steps:int|None=None # denoising steps of the sample grids (None: the pipeline's sample defaults)
+    sample_scheduler:str|None=None # sampler of the sample grids, a key of `SCHEDULERS` in 03_sample, e.g. `dpm++2m` (None: the pipeline's sample defaults)
     resume:bool=False # continue from the latest checkpoint in `output_dir` (if there is one)
     overwrite:bool=False # delete what a non-empty `output_dir` holds and start afresh (a fresh run refuses a used folder otherwise)
     output_dir:str="runs/default" # run folder
     seed:int=0 # seed of the init, data order, noise and caption dropout
-    num_threads:int|None=2 # CPU threads for torch (None: torch's default)
+    num_threads:int|None=None # CPU threads for torch (0: torch's default; None: the preset's, 2 for tiny)
     def __post_init__(self): check_config(self)
 
 # %% ../nbs/02_train.ipynb #bd08bc24
 def _check_choice(name, value, accepted):
-    if value not in accepted: raise ValueError(f"Unknown {name} {value!r}; accepted: {', '.join(map(repr, accepted))}")
+    if value is not None and value not in accepted: raise ValueError(f"Unknown {name} {value!r}; accepted: {', '.join(map(repr, accepted))}")
 
 def check_config(self:TrainConfig):
     "Raise ValueError naming the accepted values when a field is out of range."
@@ -124,7 +142,14 @@ def check_config(self:TrainConfig):
     if self.text_whitening is not None and self.text_whitening < 0:
         raise ValueError(f"text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as 0.1, got {self.text_whitening}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
-        if getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+    check_optimizer(self.optimizer)
+    if self.ema_every < 1: raise ValueError(f"ema_every must be at least 1, got {self.ema_every}")
+    if self.ema_device is not None:
+        try: torch.device(self.ema_device)
+        except (RuntimeError, TypeError) as e: raise ValueError(f"ema_device must be None (the training device) or a torch device such as 'cpu', got {self.ema_device!r}") from e
+    for k in ("noise_offset", "input_perturbation"):
+        if getattr(self, k) < 0: raise ValueError(f"{k} must be 0 (none) or positive, got {getattr(self, k)}")
     if self.num_workers < 0: raise ValueError(f"num_workers must be 0 (read batches in the training process) or more, got {self.num_workers}")
     if self.subset is not None: subset_indices(1, self.subset)  # raises with the accepted values
     if self.data == "shapes" and (self.subset is not None or self.split is not None or self.flip):
@@ -133,12 +158,20 @@ def check_config(self:TrainConfig):
     if self.cache_latents and self.crop == "random":
         raise ValueError("cache_latents=True needs crop='center': a random crop is a new image every epoch "
                          "(use cache_latents=None or False to encode each batch as it is drawn)")
-    if not (self.max_steps or self.epochs or self.max_minutes):
-        raise ValueError("Give max_steps, epochs or max_minutes: the run needs an end")
+    if not (self.max_steps or self.epochs or self.max_minutes or (self.max_minutes is None and PRESET_TRAIN_DEFAULTS[preset_kind(self.preset)]["max_minutes"])):
+        raise ValueError(f"Give max_steps, epochs or max_minutes: the run needs an end (only the tiny preset has a time budget by default; preset {self.preset!r})")
     if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes it: give one of them")
     check_sample_settings(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
     self.val_seeds = [int(s) for s in self.val_seeds]
+
+def _torch_optimizers() -> list:
+    return sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+
+def check_optimizer(name:str):
+    "Raise ValueError naming the accepted optimizers unless `name` is `adamw`, `adamw8bit` or a torch.optim optimizer."
+    if name not in ("adamw", "adamw8bit") and name not in _torch_optimizers():
+        raise ValueError(f"Unknown optimizer {name!r}; accepted: 'adamw', 'adamw8bit' (bitsandbytes) or a torch.optim optimizer: {', '.join(_torch_optimizers())}")
 
 def check_sample_settings(self:TrainConfig):
     "The sample grids' prompts, seeds, guidance and steps, checked before training starts (the model's own checks come at set-up)."
@@ -152,6 +185,22 @@ def check_sample_settings(self:TrainConfig):
     s = self.sample_steps
     if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
         raise ValueError(f"sample_steps must be None (the model's sample default) or an int >= 1; got {s!r}")
+def preset_kind(preset:str) -> str:
+    "The row of PRESET_TRAIN_DEFAULTS for `preset`: `tiny`, `sd15`, or `loaded` (a pipeline folder, run folder or hub id)."
+    return preset if preset in ("tiny", "sd15") else "loaded"
+
+def model_prediction_type(preset:str) -> str|None:
+    "What the model of `preset` was trained to predict (a preset's, or a saved scheduler's; None when it cannot be read offline)."
+    if preset in PIPELINE_PRESETS: return PIPELINE_PRESETS[preset]["scheduler"]["prediction_type"]
+    try: return DDPMScheduler.load_config(_pipeline_folder(preset), subfolder="scheduler").get("prediction_type", "epsilon")
+    except (OSError, ValueError): return None
+
+def resolve_defaults(config:TrainConfig) -> TrainConfig:
+    "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS and the model's prediction type."
+    fill = {k: v for k, v in PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)].items() if getattr(config, k) is None}
+    if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset)
+    return replace(config, **fill) if fill else config
+
 
 # %% ../nbs/02_train.ipynb #51924cf2
 @patch
@@ -185,6 +234,7 @@ def _write_text(path:Path, text:str):
 def make_pipeline(config:TrainConfig, # the run's config (preset, text_encoder, prediction_type, seed)
                  ):
     "The pipeline to train: a preset with random UNet weights, or a saved pipeline to fine-tune."
+    config = resolve_defaults(config)
     torch.manual_seed(config.seed)
     if config.preset in ("tiny", "sd15"):
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.unet.items()}  # JSON lists -> tuples
@@ -195,13 +245,59 @@ def make_pipeline(config:TrainConfig, # the run's config (preset, text_encoder, 
     if config.text_whitening is not None:
         raise ValueError(f"text_whitening applies to the presets 'tiny' and 'sd15'; a loaded pipeline ({config.preset}) keeps the one it was trained with")
     pipe = load_pipeline(config.preset)
-    if pipe.scheduler.config.get("prediction_type") != config.prediction_type:
+    own = pipe.scheduler.config.get("prediction_type")
+    if config.prediction_type not in (None, own):
+        warnings.warn(f"{config.preset} was trained to predict {own!r}; fine-tuning it on {config.prediction_type!r} starts from weights "
+                      f"fit to another target (leave prediction_type unset to keep the model's own)")
         pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type=config.prediction_type)
     return pipe
 
 def noise_scheduler(pipe) -> DDPMScheduler:
     "The training noise schedule: DDPM with the pipeline's betas and prediction type."
     return DDPMScheduler.from_config(pipe.scheduler.config)
+
+# %% ../nbs/02_train.ipynb #5d0e1a05
+RECIPES = "recipes"  # folder of the bundled recipes (JSON files of TrainConfig fields) inside the package
+
+def recipe_names() -> list:
+    "Names of the bundled recipes."
+    return sorted(p.name.removesuffix(".json") for p in (importlib.resources.files("text2imagegen")/RECIPES).iterdir() if p.name.endswith(".json"))
+
+def load_recipe(name:str) -> dict:
+    "The TrainConfig fields of bundled recipe `name` (its `description` left out)."
+    if name not in recipe_names(): raise ValueError(f"Unknown recipe {name!r}; accepted: {', '.join(map(repr, recipe_names()))}")
+    d = json.loads((importlib.resources.files("text2imagegen")/RECIPES/f"{name}.json").read_text())
+    d.pop("description", None)
+    return d
+
+def _config_fields(d:dict, where:str) -> dict:
+    "Check that `d` holds only TrainConfig fields."
+    unknown = set(d) - {f.name for f in fields(TrainConfig)}
+    if unknown: raise ValueError(f"Unknown TrainConfig fields in {where}: {sorted(unknown)}; accepted: {', '.join(f.name for f in fields(TrainConfig))}")
+    return d
+
+def layered_config(recipe:str|None=None, # a bundled recipe (lowest precedence)
+                   config:str|Path|None=None, # a JSON file of TrainConfig fields, e.g. a run's config.json (overrides the recipe)
+                   flags:dict|None=None, # values given on the command line (override both)
+                  ) -> tuple:
+    "(TrainConfig, sources): the layers merged, and where each field's value came from (`default`, `recipe:NAME`, `config:FILE`, `flag`)."
+    values, sources = {}, {}
+    layers = [(f"recipe:{recipe}", _config_fields(load_recipe(recipe), f"recipe {recipe}") if recipe else {}),
+              (f"config:{config}", _config_fields(json.loads(Path(config).read_text()), str(config)) if config else {}),
+              ("flag", _config_fields(flags or {}, "the flags"))]
+    for source, layer in layers:
+        values.update(layer); sources.update(dict.fromkeys(layer, source))
+    return TrainConfig(**values), {f.name: sources.get(f.name, "default") for f in fields(TrainConfig)}
+
+def resolved_sources(config:TrainConfig, sources:dict) -> tuple:
+    "(resolved config, sources): fields left None filled from the preset (source `preset:KIND`) or the model (`model`)."
+    done = resolve_defaults(config)
+    kind = preset_kind(config.preset)
+    for f in fields(TrainConfig):
+        if getattr(config, f.name) is None and getattr(done, f.name) is not None:
+            sources = {**sources, f.name: "model" if f.name == "prediction_type" else f"preset:{kind}"}
+    return done, sources
+
 
 # %% ../nbs/02_train.ipynb #319417c1
 def freeze_encoders(pipe, # a Text2ImagePipeline
@@ -259,7 +355,7 @@ def shapes_images(config:TrainConfig, # resolution, seed, sizes
                  ) -> ImageSet:
     "`n` images of the Shapes world's `split`, rendered once."
     weights = config.kind_weights if split == "train" else None  # validation keeps the natural mix
-    world = ShapesWorld(config.resolution, seed=config.seed, split=split, kind_weights=weights, length=max(n, 1))
+    world = ShapesWorld(resolve_defaults(config).resolution, seed=config.seed, split=split, kind_weights=weights, length=max(n, 1))
     images, captions, _ = world.render_pool(n, progress=n >= 2000)
     return ImageSet([f"shapes/{split}/{k}" for k in range(n)], [[c] for c in captions], images)
 
@@ -586,9 +682,10 @@ def batch_loss(pipe, # the pipeline (for `predict`)
                noise:torch.Tensor, # noise, like x0
                timesteps:torch.Tensor, # per-sample timesteps
                min_snr_gamma:float|None=None, # min-SNR weighting (None: plain MSE)
+               input_noise:torch.Tensor|None=None, # the noise that noises x0 when it is not the target's (input perturbation; None: `noise`)
               ) -> torch.Tensor:
     "The training loss of one batch: noise x0 to `timesteps`, predict, compare with the target."
-    x_t = scheduler.add_noise(x0, noise, timesteps)
+    x_t = scheduler.add_noise(x0, noise if input_noise is None else input_noise, timesteps)
     pred = pipe.predict(x_t, timesteps, hidden, pooled, unet=unet)  # the wrapped UNet, so gradients are shared across processes
     weight = min_snr_weight(scheduler, timesteps, min_snr_gamma) if min_snr_gamma else None
     return diffusion_loss(pred, training_target(scheduler, x0, noise, timesteps), weight)
@@ -816,9 +913,13 @@ class Trainer:
     "One training run of a `TrainConfig` on `accelerate`: data, caches, model, optimizer, EMA, logs, checkpoints."
     def __init__(self, config:TrainConfig,
                  command:str|None=None, # the command line that continues this run, named when it stops early
+                 sources:dict|None=None, # where each field's value came from (`layered_config`), saved as `config_sources.json`
                 ):
+        self.sources = None if sources is None else resolved_sources(config, sources)[1]
+        config = resolve_defaults(config)  # the preset's values for the fields left None
         self.config, self.run_dir, self.t_start, self.command = config, Path(config.output_dir), time.time(), command
         if config.num_threads: torch.set_num_threads(config.num_threads)
+        if config.allow_tf32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         AcceleratorState._reset_state()  # a new run in the same process may use another mixed precision
         self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.is_main, self.device = acc.is_main_process, acc.device
@@ -826,6 +927,9 @@ class Trainer:
         try:
             self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
             self.pipe = make_pipeline(config)
+            if config.prediction_type is None:  # recorded: the model's own
+                config.prediction_type = self.pipe.scheduler.config.prediction_type
+                if self.sources: self.sources["prediction_type"] = "model"
             self.originals = frozen_originals(self.pipe) if self.dtype != torch.float32 else {}
             freeze_encoders(self.pipe, self.device, self.dtype)
             self.scheduler = noise_scheduler(self.pipe)
@@ -901,7 +1005,7 @@ def check_sampling(self:Trainer):
     "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, its default scheduler)."
     cfg, defaults = self.config, {**FALLBACK_DEFAULTS, **(self.pipe.config.get("sample_defaults") or {})}
     try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None else cfg.guidance_scale,
-                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, defaults["scheduler"], *default_size(self.pipe), 16)
+                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sample_scheduler or defaults["scheduler"], *default_size(self.pipe), 16)
     except ValueError as e: raise ValueError(f"The sample grids cannot be drawn: {e}") from e
 
 # %% ../nbs/02_train.ipynb #6a0b2c01
@@ -916,15 +1020,41 @@ def heldout_examples(images:ImageSet, # the held-out split
     return captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks], [images.ids[i] for i in picks]
 
 # %% ../nbs/02_train.ipynb #234c3dc2
+def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
+                   params, # the parameters to train
+                   lr:float, # learning rate
+                   weight_decay:float, # weight decay
+                  ) -> torch.optim.Optimizer:
+    "The optimizer called `name`: torch's AdamW, bitsandbytes' 8-bit AdamW, or any torch.optim optimizer."
+    check_optimizer(name)
+    if name == "adamw": return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name == "adamw8bit":
+        try: import bitsandbytes as bnb
+        except ImportError as e: raise ImportError("optimizer 'adamw8bit' needs bitsandbytes: pip install bitsandbytes") from e
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
+    return getattr(torch.optim, name)(params, lr=lr, weight_decay=weight_decay)
+
 @patch
 def setup_training(self:Trainer):
-    "UNet, AdamW, EMA; the UNet and optimizer prepared by accelerate (DDP across processes)."
+    "UNet (gradient checkpointing if asked), optimizer, EMA (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
     cfg, unet = self.config, self.pipe.unet
     unet.requires_grad_(True).train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.gradient_checkpointing: unet.enable_gradient_checkpointing()
+    opt = make_optimizer(cfg.optimizer, unet.parameters(), cfg.lr, cfg.weight_decay)
     self.unet, self.optimizer = self.accelerator.prepare(unet, opt)
     self.ema = None if not cfg.ema_decay else EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
                                                        inv_gamma=1.0, power=cfg.ema_power, foreach=True)
+    self.ema_device = torch.device(cfg.ema_device) if cfg.ema_device else self.device
+    if self.ema is not None and self.ema_device != self.device:
+        self.ema.to(self.ema_device)
+        if self.ema_device.type == "cpu" and self.device.type == "cuda": self.ema.pin_memory()  # non-blocking copies
+
+@patch
+def ema_step(self:Trainer):
+    "Update the EMA from the UNet: on the training device, then back to `ema_device` (as diffusers' `--offload_ema`)."
+    if self.ema_device != self.device: self.ema.to(self.device, non_blocking=True)
+    self.ema.step(self.pipe.unet.parameters())
+    if self.ema_device != self.device: self.ema.to(self.ema_device, non_blocking=True)
 
 @patch
 def make_lr_scheduler(self:Trainer, total:int|None, last_step:int=0):
@@ -1004,8 +1134,11 @@ def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
     hidden, pooled = self.captions.lookup(self.caption_ids(idx, epoch, g), self.device, self.dtype)
     noise = torch.randn(x0.shape, generator=g).to(self.device)
     t = torch.multinomial(self.timestep_weights, len(idx), replacement=True, generator=g).to(self.device)
+    if cfg.noise_offset:  # one constant per image and channel (diffusers' noise offset)
+        noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1,) * (x0.dim() - 2), generator=g).to(self.device)
+    perturbed = noise + cfg.input_perturbation * torch.randn(x0.shape, generator=g).to(self.device) if cfg.input_perturbation else None
     with acc.autocast():
-        return batch_loss(self.pipe, self.unet, self.scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma)
+        return batch_loss(self.pipe, self.unet, self.scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma, perturbed)
 
 # %% ../nbs/02_train.ipynb #2cf2f11a
 @patch
@@ -1025,7 +1158,7 @@ def train_step(self:Trainer) -> float:
             self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
         self.micro_batch += 1; losses.append(mean)
     self.lr_scheduler.step()
-    if self.ema is not None: self.ema.step(self.pipe.unet.parameters())
+    if self.ema is not None and (self.step + 1) % self.config.ema_every == 0: self.ema_step()
     return torch.stack(losses).mean().item()
 
 @patch
@@ -1069,7 +1202,8 @@ def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real
     seeds = self.config.val_seeds
     with self.ema_weights():
         results = generate(self.pipe, [p for _ in seeds for p in prompts], seed=[s for s in seeds for _ in prompts],
-                           guidance_scale=self.config.guidance_scale, steps=self.config.sample_steps, progress=False)
+                           guidance_scale=self.config.guidance_scale, steps=self.config.sample_steps,
+                           scheduler=self.config.sample_scheduler, progress=False)
     params = {k: results[0].params[k] for k in ("scheduler", "steps", "guidance_scale")}
     info = PngInfo(); info.add_text("params", json.dumps({"prompts": prompts, "seeds": seeds, "step": self.step, **params,
                                                           **({"real_image_ids": real_ids} if real_ids else {})}))
@@ -1100,7 +1234,7 @@ def checkpoint(self:Trainer) -> Path:
 # %% ../nbs/02_train.ipynb #803f6e7c
 RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
                 "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
-                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power")  # its order, the EMA in the checkpoint
+                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer")  # its order, the EMA and optimizer in the checkpoint
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
 
 def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
@@ -1137,7 +1271,7 @@ def resume(self:Trainer):
     if set(RESUME_NEW_SCHEDULE) & set(applied):
         for g in self.optimizer.param_groups: g["initial_lr"], g["weight_decay"] = cfg.lr, cfg.weight_decay
         self.make_lr_scheduler(self.total_steps, last_step=self.step)  # the new schedule, from the step reached
-    if self.ema is not None: self.ema.load_state_dict(state["ema"]); self.ema.to(self.device)
+    if self.ema is not None: self.ema.load_state_dict(state["ema"]); self.ema.to(self.ema_device)
     w = getattr(self.pipe, "text_whitening", None)
     if w is not None and state.get("text_whitening") is not None: w.load_state_dict(state["text_whitening"])  # the conditioning trained with
     torch.set_rng_state(state["torch_rng"])
@@ -1169,7 +1303,7 @@ def done(self:Trainer) -> bool:
     "True when the planned steps are done or the time budget (less the final reserve) is spent."
     if self.total_steps is not None and self.step >= self.total_steps: return True
     mm = self.config.max_minutes
-    return bool(self.main_value(mm is not None and time.time() > self.t_start + mm * 60 - FINAL_RESERVE_S))
+    return bool(self.main_value(bool(mm) and time.time() > self.t_start + mm * 60 - FINAL_RESERVE_S))
 
 # %% ../nbs/02_train.ipynb #c7ca8171
 @patch
@@ -1189,6 +1323,7 @@ def fit(self:Trainer) -> Path:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
+            if self.sources: _write_text(self.run_dir/"config_sources.json", json.dumps(self.sources, indent=2))
             self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
             if self.resumed:
                 with open(self.run_dir/"resumes.jsonl", "a") as f: f.write(json.dumps(self.resumed) + "\n")
@@ -1286,76 +1421,79 @@ def _file_lines(path):
     lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
     if not lines: raise ValueError(f"{path} holds no prompts: give one prompt per line")
     return lines
-
-def _resume_command(args:dict, # the arguments of `t2i_train`
-                   ) -> str:
-    "The `t2i-train` command line that continues the run of `args`: its flags that differ from the defaults, then --resume."
-    parts = ["t2i-train"]
-    for name, p in inspect.signature(t2i_train.__wrapped__).parameters.items():
-        value = args[name]
-        if name in ("resume", "overwrite") or value == p.default: continue
-        parts += [f"--{name.replace('_', '-')}"] + ([] if isinstance(value, bool) else [str(value)])
-    return shlex.join(parts + ["--resume"])
 def _count_or_fraction(s:str): return float(s) if any(c in s for c in ".eE") else int(s)
+def _int_list(s:str): return [int(x) for x in s.replace(",", " ").split()]
 
-@call_parse
-def t2i_train(
-    preset:str=TrainConfig.preset, # UNet preset `tiny` or `sd15`, or a pipeline folder / hub id to fine-tune
-    text_encoder:str=None, # Text encoder folder or hub id (default: the preset's)
-    unet:str=None, # JSON of UNet2DConditionModel overrides for a preset, e.g. '{"layers_per_block": 2}'
-    data:str=TrainConfig.data, # `shapes` (the Shapes world) or any source `load_captioned` reads
-    image_column:str=None, # Image column of a data set (default: guessed)
-    caption_column:str=None, # Caption column of a data set (default: guessed)
-    subset:str=None, # Fraction (e.g. 0.05) or count (e.g. 1000) of the source's training images, chosen with --seed (default: all)
-    split:str=None, # Split of the source to train on (default: a Karpathy file's own train/val, else the whole source split by image)
-    resolution:int=TrainConfig.resolution, # Image side in pixels
-    crop:str=TrainConfig.crop, # `center` or `random` crops
-    flip:store_true=False, # Random horizontal flips (not for the Shapes world)
-    shapes_pool:int=TrainConfig.shapes_pool, # Shapes world training images, rendered once
-    text_whitening:float=None, # Eigenvalue floor of the token-state whitening (default: the preset's, 0.1 for tiny; 0: none)
-    kind_weights:str=None, # JSON training mix of Shapes scene kinds, e.g. '{"single": 2, "relation": 1, "count": 1}'
-    val_size:int=TrainConfig.val_size, # Held-out images for the validation loss
-    max_steps:int=None, # Optimizer steps (default: from --epochs, else as many as fit in --max-minutes)
-    epochs:int=None, # Passes over the training images
-    max_minutes:float=TrainConfig.max_minutes, # Wall-clock budget, final save included (0: no limit)
-    batch_size:int=TrainConfig.batch_size, # Images per process per micro-batch
-    grad_accum:int=TrainConfig.grad_accum, # Micro-batches per optimizer step
-    lr:float=TrainConfig.lr, # Peak learning rate (AdamW)
-    lr_schedule:str=TrainConfig.lr_schedule, # `cosine`, `constant` or `linear` after warmup
-    warmup_steps:int=TrainConfig.warmup_steps, # Linear warmup steps
-    weight_decay:float=TrainConfig.weight_decay, # AdamW weight decay
-    max_grad_norm:float=TrainConfig.max_grad_norm, # Gradient clipping norm
-    caption_dropout:float=TrainConfig.caption_dropout, # Probability of the empty prompt (classifier-free guidance)
-    ema_decay:float=TrainConfig.ema_decay, # Largest EMA decay (0: no EMA)
-    ema_power:float=TrainConfig.ema_power, # EMA warmup power: decay ramps as 1 - (1 + step) ** -power
-    min_snr_gamma:float=TrainConfig.min_snr_gamma, # Min-SNR-gamma loss weighting (0: plain MSE)
-    timestep_bias:str=TrainConfig.timestep_bias, # `none`, `later` (noisier timesteps more often) or `earlier`
-    timestep_bias_multiplier:float=TrainConfig.timestep_bias_multiplier, # How many times more often the biased timesteps are sampled
-    timestep_bias_portion:float=TrainConfig.timestep_bias_portion, # Fraction of the timesteps that is biased
-    prediction_type:str=TrainConfig.prediction_type, # `epsilon` or `v_prediction`
-    mixed_precision:str=TrainConfig.mixed_precision, # `no`, `fp16` or `bf16`
-    cache_latents:str="auto", # Cache VAE latents / model-space images on disk: `auto` (with centre crops), `yes` or `no`
-    cache_dir:str=None, # Folder of the disk caches of captions and latents (default: $T2I_CACHE/data or ~/.cache/text2imagegen/data)
-    num_workers:int=TrainConfig.num_workers, # DataLoader processes reading batches ahead of the training step (0: none)
-    checkpoint_every:int=TrainConfig.checkpoint_every, # Steps between checkpoints
-    keep_checkpoints:int=TrainConfig.keep_checkpoints, # Checkpoints kept
-    val_every:int=TrainConfig.val_every, # Steps between validation loss and sample grids
-    val_prompts:str=None, # Text file with one validation prompt per line (default: Shapes prompts, or captions of held-out images)
-    val_seeds:str="0,1", # Comma-separated seeds of the sample grids
-    guidance_scale:float=None, # Guidance of the sample grids (default: the model's sample defaults)
-    sample_steps:int=None, # Denoising steps of the sample grids (default: the model's sample defaults)
-    resume:store_true=False, # Continue from the latest checkpoint in --output-dir
-    overwrite:store_true=False, # Delete what --output-dir holds and start afresh (a fresh run refuses a used folder otherwise)
-    output_dir:str=TrainConfig.output_dir, # Run folder
-    seed:int=TrainConfig.seed, # Seed of init, data order, noise and caption dropout
-    num_threads:int=TrainConfig.num_threads, # CPU threads for torch (0: torch's default)
-):
-    "Train a text-to-image diffusion model. With no arguments: the offline default on the Shapes world (~10 min on 2 CPU cores)."
-    args = dict(locals()); command_args = dict(args)
-    _check_choice("cache_latents", cache_latents, ("auto", "yes", "no"))
-    args.update(cache_latents={"auto": None, "yes": True, "no": False}[cache_latents],
-                max_minutes=max_minutes or None, unet=json.loads(unet) if unet else {},
-                kind_weights=json.loads(kind_weights) if kind_weights else None, min_snr_gamma=min_snr_gamma or None, num_threads=num_threads or None,
-                subset=_count_or_fraction(subset) if subset else None, val_prompts=_file_lines(val_prompts) if val_prompts else None,
-                val_seeds=[int(s) for s in val_seeds.replace(",", " ").split()])
-    return Trainer(TrainConfig(**args), command=_resume_command(command_args)).fit()
+CLI_FORMATS = {"val_prompts": (_file_lines, "a text file, one prompt per line"), "val_seeds": (_int_list, "comma-separated"),
+               "unet": (json.loads, "JSON"), "kind_weights": (json.loads, "JSON"), "subset": (_count_or_fraction, None)}  # else by type
+
+def _converter(f) -> tuple:
+    "(converter, format note) of field `f` on the command line; optional non-text fields also accept `none`."
+    conv, note = CLI_FORMATS.get(f.name, ({"int": int, "float": float}.get(str(f.type).replace(" ", "").split("|")[0], str), None))
+    optional = "None" in str(f.type) and conv is not str
+    def parse(s):
+        if optional and s.lower() == "none": return None
+        try: return conv(s)
+        except (ValueError, OSError) as e: raise argparse.ArgumentTypeError(f"{s!r}: {e}") from e  # argparse prints the reason
+    return parse, note
+
+def field_docs() -> dict:
+    "Each TrainConfig field's comment (`docments`), read from the exported module when the class has no source file (a notebook's)."
+    docs = docments(TrainConfig)
+    if any(v is None for v in docs.values()):
+        from text2imagegen import train as exported
+        docs = docments(exported.TrainConfig)
+    return docs
+
+def train_parser() -> argparse.ArgumentParser:
+    "The `t2i-train` parser: one flag per TrainConfig field, its help the field's comment; only flags given are set."
+    p = argparse.ArgumentParser(prog="t2i-train", argument_default=argparse.SUPPRESS,
+        description="Train a text-to-image diffusion model. With no arguments: the offline default on the Shapes world (~10 min on 2 CPU cores). "
+                    "Precedence: flags > --config > --recipe > the preset's defaults.")
+    p.add_argument("--recipe", help=f"bundled recipe: {', '.join(recipe_names())}")
+    p.add_argument("--config", help="JSON file of TrainConfig fields, e.g. a run's config.json")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config (and where each value came from) and a data summary, then exit")
+    docs = field_docs()
+    for f in fields(TrainConfig):
+        flag, help = f"--{f.name.replace('_', '-')}", docs[f.name].replace("%", "%%")  # (argparse formats help with %)
+        if str(f.type).startswith("bool"): p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        else:
+            conv, note = _converter(f)
+            p.add_argument(flag, type=conv, help=f"{help} [{note}]" if note else help, metavar=f.name.upper())
+    return p
+
+def _resume_command(argv:list, # the command-line arguments of the run
+                   ) -> str:
+    "The `t2i-train` command line that continues the run of `argv`: the same flags, then --resume."
+    return shlex.join(["t2i-train", *[a for a in argv if a not in ("--resume", "--no-resume", "--overwrite", "--no-overwrite")], "--resume"])
+
+
+# %% ../nbs/02_train.ipynb #758fadd1
+def data_summary(config:TrainConfig) -> str:
+    "What the run would train on, found without encoding anything: the Shapes pool, or the images of a captioned source."
+    if config.data == "shapes": return f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out"
+    if not Path(config.data).exists(): return f"{config.data}: no such local folder or file (a dry run does not look up hub data sets)"
+    try: parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
+                                 image_column=config.image_column, caption_column=config.caption_column)
+    except Exception as e: return f"{config.data}: cannot be read ({type(e).__name__}: {e})"
+    return f"{config.data}: {len(parts['train'])} training and {len(parts['val'])} held-out images found"
+
+def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
+             ):
+    "Train a text-to-image diffusion model from the command line (`t2i-train --help`); returns the run folder."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    flags = vars(train_parser().parse_args(argv))
+    recipe, config_file, dry_run = flags.pop("recipe", None), flags.pop("config", None), flags.pop("dry_run", False)
+    config, sources = layered_config(recipe, config_file, flags)
+    if dry_run:
+        resolved, sources = resolved_sources(config, sources)
+        width = max(map(len, sources))
+        print("\n".join(f"{k:<{width}}  {json.dumps(v)}  ({sources[k]})" for k, v in asdict(resolved).items()))
+        print(data_summary(resolved))
+        return None
+    return Trainer(config, command=_resume_command(argv), sources=sources).fit()
+
+
+# %% ../nbs/02_train.ipynb #758fadd2
+if __name__ == "__main__": t2i_train()
+
