@@ -6,18 +6,19 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 
 # %% auto #0
 __all__ = ['SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER', 'UNET_PRESETS',
-           'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'PICKLE_SUFFIXES', 'minilm_path', 'TextEncoder',
-           'TextWhitening', 'make_unet', 'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels',
-           'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline']
+           'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'PICKLE_SUFFIXES', 'LORA_WEIGHTS', 'minilm_path',
+           'TextEncoder', 'TextWhitening', 'make_unet', 'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels',
+           'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline', 'lora_file', 'load_lora']
 
 # %% ../nbs/01_model.ipynb #b96e7539
-import importlib.util, inspect, json, warnings
+import importlib.util, inspect, json, math, warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.basics import patch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5EncoderModel
@@ -536,9 +537,11 @@ def _refuse_pickles(folder):
                                f"(.safetensors), since unpickling can run code. Convert or remove {found[0]!r}.")
 
 def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder or hub id (e.g. SD15_MODEL)
+                  lora:str|Path|list|None=None, # LoRA adapter(s) to apply: run folders, adapter folders or .safetensors files (see `load_lora`)
+                  lora_scale:float|list=1.0, # Weight of each adapter (one number for all, or one per adapter)
                   **kwargs,             # Passed to `Text2ImagePipeline.from_pretrained` (e.g. torch_dtype)
                  ) -> Text2ImagePipeline:
-    "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, a pipeline folder or a hub id."
+    "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, a pipeline folder or a hub id; with `lora`, its adapters at `lora_scale`."
     if kwargs.pop("use_safetensors", True) is not True: raise ValueError("load_pipeline reads safetensors weights only; use_safetensors must be True")
     folder = _pipeline_folder(path_or_id)
     if Path(folder).is_dir(): _refuse_pickles(folder)
@@ -548,7 +551,7 @@ def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder or hub id (
         raise OSError(f"Could not load a pipeline from {tried}: {e}") from e
     pipe.text_encoder.requires_grad_(False).eval()
     if pipe.vae is not None: pipe.vae.requires_grad_(False).eval()
-    return pipe
+    return pipe if lora is None else load_lora(pipe, lora, lora_scale)
 
 # %% ../nbs/01_model.ipynb #716a86f4
 def _byte_chars():
@@ -593,4 +596,39 @@ def tiny_sd_pipeline(folder:str|Path|None=None, # Save the pipeline here if give
                               text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                               sample_defaults=PIPELINE_PRESETS["sd15"]["sample_defaults"])
     if folder is not None: pipe.save_pretrained(folder)
+    return pipe
+
+# %% ../nbs/01_model.ipynb #24aeb941
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the adapter file diffusers writes and reads
+
+def lora_file(path:str|Path, # Run folder (its `lora/`), adapter folder or .safetensors file
+             ) -> Path:
+    "The adapter file that `path` names."
+    p = Path(path).expanduser()
+    found = next((f for f in (p/"lora"/LORA_WEIGHTS, p/LORA_WEIGHTS, p) if f.is_file()), None)
+    if found is None: raise FileNotFoundError(f"No LoRA adapter at {str(p)!r}: expected a run folder (with lora/{LORA_WEIGHTS}), "
+                                              f"a folder holding {LORA_WEIGHTS}, or a .safetensors file")
+    if found.suffix != ".safetensors": raise ValueError(f"{found} is not a .safetensors file; LoRA adapters are read from safetensors only")
+    return found
+
+def load_lora(pipe:Text2ImagePipeline, # The pipeline whose UNet gets the adapters
+              lora:str|Path|list, # One adapter or a list (see `lora_file`)
+              scale:float|list=1.0, # Weight of each adapter: one number for all, or one per adapter
+             ) -> Text2ImagePipeline:
+    "Add LoRA adapters to `pipe.unet` with weights `scale`; `pipe.lora_adapters` records each file and weight."
+    paths = [lora] if isinstance(lora, (str, Path)) else list(lora)
+    scales = [scale] * len(paths) if isinstance(scale, (int, float)) else list(scale)
+    if not paths or len(scales) != len(paths):
+        raise ValueError(f"Give one lora_scale, or one per adapter: {len(paths)} adapter(s), {len(scales)} scale(s)")
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scales):
+        raise ValueError(f"lora_scale must be finite numbers (0: the base model, 1: as trained); got {scales}")
+    known = list(getattr(pipe, "lora_adapters", None) or [])
+    for f in map(lora_file, paths):
+        state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(str(f.parent), weight_name=f.name, use_safetensors=True,
+                                                                                 return_lora_metadata=True)
+        StableDiffusionLoraLoaderMixin.load_lora_into_unet(state, alphas, pipe.unet, adapter_name=f"lora_{len(known)}", metadata=metadata)
+        known.append({"path": str(f), "scale": None})
+    for entry, s in zip(known[len(known) - len(paths):], scales): entry["scale"] = float(s)
+    pipe.unet.set_adapters([f"lora_{i}" for i in range(len(known))], weights=[e["scale"] for e in known])
+    pipe.lora_adapters = known
     return pipe

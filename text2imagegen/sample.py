@@ -169,7 +169,7 @@ def check_params(pipeline,        # The pipeline (gives the size multiple and th
 class Generated:
     "One generated image and the parameters that reproduce it."
     image: Image.Image # The image
-    params: dict       # prompt, negative_prompt, seed, scheduler, steps, guidance_scale, height, width, model, seconds
+    params: dict       # prompt, negative_prompt, seed, scheduler, steps, guidance_scale, height, width, model, lora and lora_scale (with adapters), seconds
     def _repr_png_(self): return self.image._repr_png_()
 
 # %% ../nbs/03_sample.ipynb #8192af15
@@ -212,6 +212,8 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
     else: conditions, unconditions, guidance = prompts, negatives, float(guidance_scale)
     _warn_truncation(pipeline.tokenizer, conditions + (unconditions or []), pipeline.tokenizer.model_max_length)  # once, not per batch
     model = str(getattr(pipeline, "name_or_path", None) or "unsaved")
+    adapters = getattr(pipeline, "lora_adapters", None) or []  # LoRA adapters in use (see `load_lora`)
+    lora = dict(lora=[a["path"] for a in adapters], lora_scale=[a["scale"] for a in adapters]) if adapters else {}
     trained_scheduler = pipeline.scheduler
     pipeline.set_progress_bar_config(disable=True)
     try:
@@ -232,7 +234,7 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
             seconds = (time.perf_counter() - t0) / len(x0)
             yield [Generated(image, dict(prompt=prompts[k], negative_prompt=negatives[k], seed=seeds[k], scheduler=scheduler,
                                          steps=steps, guidance_scale=guidance_scale, height=height, width=width,
-                                         model=model, seconds=round(seconds, 4)))
+                                         model=model, **lora, seconds=round(seconds, 4)))
                    for k, image in zip(range(start, n), images)]
     finally: pipeline.scheduler = trained_scheduler
 
@@ -412,13 +414,18 @@ def t2i_sample(
     page:int=64,                # Images per grid (grid_0001.png, grid_0002.png, ...)
     ncols:int=None,             # Columns of the grids (default: about square)
     device:str=None,            # Device, e.g. cpu or cuda (default: cuda if available)
+    lora:str=None,              # LoRA adapter: run folder, adapter folder or .safetensors file; several separated by commas
+    lora_scale:str="1.0",       # Weight of the adapter(s): one number, or one per adapter separated by commas (0: the base model)
     out:str="samples",          # Output folder
 ):
     "Generate images from a text-to-image model; writes each PNG as soon as its batch is done, grids and params.jsonl to `out`."
     prompts = list(prompts) + (_read_prompts(prompt_file) if prompt_file else [])
     if not prompts: raise ValueError("no prompts: give them as arguments or with --prompt-file (one per line)")
     _check_int("n", n); _check_int("page", page)
-    pipeline = load_pipeline(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    adapters = [p.strip() for p in lora.split(",") if p.strip()] if lora else None
+    try: scales = [float(s) for s in str(lora_scale).split(",")]
+    except ValueError: raise ValueError(f"lora_scale must be a number or comma-separated numbers, one per adapter; got {lora_scale!r}") from None
+    pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     todo = [p for p in prompts for _ in range(n)]
     batches = generate_batches(pipeline, todo, negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps,
                                scheduler=scheduler, seed=seed, batch_size=batch_size, height=height, width=width)

@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #d46d199a
 from __future__ import annotations
-import argparse, contextlib, csv, importlib.resources, sys, errno, hashlib, inspect, json, math, os, re, shlex, shutil, signal, socket, threading, time, uuid, warnings
+import argparse, contextlib, copy, csv, errno, hashlib, importlib.resources, inspect, json, math, os, re, shlex, shutil, signal, socket, sys, threading, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 
@@ -14,11 +14,14 @@ import numpy as np, torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, StableDiffusionPipeline
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel, compute_snr, cast_training_params
+from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
 from fastcore.basics import patch
 from fastcore.docments import docments
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -33,15 +36,16 @@ __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES'
            'RECIPES', 'CACHE_FORMAT', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY',
            'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config',
            'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults',
-           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
-           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
-           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
-           'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
-           'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
-           'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint',
-           'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run',
-           'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
-           'field_docs', 'train_parser', 'data_summary', 't2i_train']
+           'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config',
+           'resolved_sources', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
+           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
+           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
+           'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
+           'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints',
+           'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve',
+           'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes',
+           'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs',
+           'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -122,6 +126,12 @@ class TrainConfig:
     output_dir:str="runs/default" # run folder
     seed:int=0 # seed of the init, data order, noise and caption dropout
     num_threads:int|None=None # CPU threads for torch (0: torch's default; None: the preset's, 2 for tiny)
+    lora_rank:int|None=None # train LoRA adapters of this rank on the frozen UNet (None: train the whole UNet)
+    lora_alpha:float|None=None # LoRA scaling numerator: the update is scaled by alpha / rank (None: the rank)
+    lora_dropout:float=0.0 # dropout on the adapters' input
+    lora_targets:list=field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"]) # UNet modules (name suffixes) that get adapters
+    lora_kohya:bool=False # also write the adapter with Kohya/A1111 keys (`lora/lora_kohya.safetensors`)
+    merge_lora:bool=False # save `model/` with the adapter merged into the UNet weights (else the base weights)
     def __post_init__(self): check_config(self)
 
 # %% ../nbs/02_train.ipynb #bd08bc24
@@ -162,6 +172,7 @@ def check_config(self:TrainConfig):
         raise ValueError(f"Give max_steps, epochs or max_minutes: the run needs an end (only the tiny preset has a time budget by default; preset {self.preset!r})")
     if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes it: give one of them")
     check_sample_settings(self)
+    check_lora(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
     self.val_seeds = [int(s) for s in self.val_seeds]
 
@@ -201,6 +212,20 @@ def resolve_defaults(config:TrainConfig) -> TrainConfig:
     if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset)
     return replace(config, **fill) if fill else config
 
+
+# %% ../nbs/02_train.ipynb #0e5868d9
+def check_lora(self:TrainConfig):
+    "The LoRA settings: a positive rank, alpha and targets; Kohya export and merging need a rank."
+    r = self.lora_rank
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise ValueError(f"lora_rank must be None (train the whole UNet) or an int >= 1, e.g. 8; got {r!r}")
+    if r is None and (self.lora_kohya or self.merge_lora):
+        raise ValueError("lora_kohya and merge_lora apply to LoRA runs: give lora_rank too (e.g. --lora-rank 8)")
+    if self.lora_alpha is not None and not self.lora_alpha > 0: raise ValueError(f"lora_alpha must be None (the rank) or > 0; got {self.lora_alpha!r}")
+    if not 0 <= self.lora_dropout < 1: raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+    self.lora_targets = [self.lora_targets] if isinstance(self.lora_targets, str) else list(self.lora_targets)
+    if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
+        raise ValueError(f"lora_targets must be a non-empty list of module names such as 'to_q'; got {self.lora_targets!r}")
 
 # %% ../nbs/02_train.ipynb #51924cf2
 @patch
@@ -902,7 +927,7 @@ def release(self:RunLock):
 def recover_run(run_dir:Path):
     "Finish or undo the atomic writes a killed run left in its folder: the model, checkpoints, small files."
     run = Path(run_dir)
-    recover_folder(run/"model")
+    recover_folder(run/"model"); recover_folder(run/"lora")
     for name in sorted({m.group(1) for p in (run/"checkpoints").glob(".*") if (m := re.match(r"\.(?:tmp|new|old)-(checkpoint-\d+)-", p.name))}):
         recover_folder(run/"checkpoints"/name)
     for p in run.glob(".tmp-*"):
@@ -1036,13 +1061,15 @@ def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
 
 @patch
 def setup_training(self:Trainer):
-    "UNet (gradient checkpointing if asked), optimizer, EMA (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
+    "UNet (or its LoRA adapters; gradient checkpointing if asked), optimizer, EMA of the trained parameters (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
     cfg, unet = self.config, self.pipe.unet
-    unet.requires_grad_(True).train()
+    if cfg.lora_rank: self.trainable = add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)  # base frozen
+    else: self.trainable = list(unet.requires_grad_(True).parameters())
+    unet.train()
     if cfg.gradient_checkpointing: unet.enable_gradient_checkpointing()
-    opt = make_optimizer(cfg.optimizer, unet.parameters(), cfg.lr, cfg.weight_decay)
+    opt = make_optimizer(cfg.optimizer, self.trainable, cfg.lr, cfg.weight_decay)
     self.unet, self.optimizer = self.accelerator.prepare(unet, opt)
-    self.ema = None if not cfg.ema_decay else EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
+    self.ema = None if not cfg.ema_decay else EMAModel(self.trainable, decay=cfg.ema_decay, use_ema_warmup=True,
                                                        inv_gamma=1.0, power=cfg.ema_power, foreach=True)
     self.ema_device = torch.device(cfg.ema_device) if cfg.ema_device else self.device
     if self.ema is not None and self.ema_device != self.device:
@@ -1053,7 +1080,7 @@ def setup_training(self:Trainer):
 def ema_step(self:Trainer):
     "Update the EMA from the UNet: on the training device, then back to `ema_device` (as diffusers' `--offload_ema`)."
     if self.ema_device != self.device: self.ema.to(self.device, non_blocking=True)
-    self.ema.step(self.pipe.unet.parameters())
+    self.ema.step(self.trainable)  # the whole UNet, or its LoRA adapters
     if self.ema_device != self.device: self.ema.to(self.ema_device, non_blocking=True)
 
 @patch
@@ -1152,7 +1179,7 @@ def train_step(self:Trainer) -> float:
             if not torch.isfinite(mean): raise FloatingPointError(self.nan_message(f"Training loss became {mean.item()}"))
             acc.backward(loss)
             if acc.sync_gradients:
-                norm = acc.clip_grad_norm_(self.unet.parameters(), self.config.max_grad_norm)  # the same on every process
+                norm = acc.clip_grad_norm_(self.trainable, self.config.max_grad_norm)  # the same on every process
                 if acc.scaler is None and not torch.isfinite(norm):  # (fp16's loss scaler skips such steps itself)
                     raise FloatingPointError(self.nan_message(f"Gradients became non-finite (norm {norm.item()}) with a finite loss"))
             self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
@@ -1174,11 +1201,11 @@ def nan_message(self:Trainer, what:str) -> str:
 def ema_weights(self:Trainer):
     "Temporarily put the EMA weights into the UNet (eval mode)."
     unet = self.pipe.unet
-    if self.ema is not None: self.ema.store(unet.parameters()); self.ema.copy_to(unet.parameters())
+    if self.ema is not None: self.ema.store(self.trainable); self.ema.copy_to(self.trainable)
     unet.eval()
     try: yield unet
     finally:
-        if self.ema is not None: self.ema.restore(unet.parameters())
+        if self.ema is not None: self.ema.restore(self.trainable)
         unet.train()
 
 @patch
@@ -1224,17 +1251,31 @@ def checkpoint(self:Trainer) -> Path:
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
              "text_whitening": None if w is None else w.state_dict(), "data_digest": self.data_digest,
              "config": json.loads(json.dumps(asdict(self.config)))}
-    try: return save_checkpoint(self.run_dir, self.step, self.pipe.unet.state_dict(), state, self.config.keep_checkpoints)
+    try: return save_checkpoint(self.run_dir, self.step, self.trained_weights(), state, self.config.keep_checkpoints)
     except OSError as e:
         if e.errno != errno.ENOSPC: raise
         last = latest_checkpoint(self.run_dir)
         raise OSError(errno.ENOSPC, f"No space left on the device for the checkpoint of step {self.step} in {self.run_dir/'checkpoints'}; "
                       + (f"the previous checkpoint {last.name} is intact: free some space, then resume" if last else "no checkpoint was written yet")) from e
 
+# %% ../nbs/02_train.ipynb #0751f166
+@patch
+def trained_weights(self:Trainer) -> dict:
+    "The weights a checkpoint holds: the whole UNet's, or only the LoRA adapters' (the base is rebuilt from the config)."
+    return get_peft_model_state_dict(self.pipe.unet) if self.config.lora_rank else self.pipe.unet.state_dict()
+
+@patch
+def load_trained_weights(self:Trainer, weights:dict):
+    "Put the weights of `trained_weights` back into the UNet."
+    if not self.config.lora_rank: return self.pipe.unet.load_state_dict(weights)
+    result = set_peft_model_state_dict(self.pipe.unet, weights)
+    if result.unexpected_keys: raise ValueError(f"The checkpoint's adapter does not fit this UNet: {result.unexpected_keys[:3]}")
+
 # %% ../nbs/02_train.ipynb #803f6e7c
 RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
                 "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
-                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer")  # its order, the EMA and optimizer in the checkpoint
+                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",  # its order, the EMA and optimizer in the checkpoint
+                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")  # the adapters in the checkpoint
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
 
 def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
@@ -1260,7 +1301,7 @@ def resume(self:Trainer):
     if problems:
         raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, its data or their order:\n  "
                          + "\n  ".join(problems) + f"\nResume with the run's own values ({self.run_dir/'config.json'}), or start a new run in another output_dir.")
-    self.pipe.unet.load_state_dict(weights)
+    self.load_trained_weights(weights)
     self.step, self.micro_batch = state["step"], state["micro_batch"]
     if not {"max_steps", "epochs"} & set(applied): self.total_steps = state["total_steps"]  # else: the new budget
     if self.total_steps is not None and self.total_steps < self.step:
@@ -1379,9 +1420,15 @@ def stop(self:Trainer) -> Path:
 # %% ../nbs/02_train.ipynb #c26e17d2
 @patch
 def save_model(self:Trainer, folder:Path) -> Path:
-    "Atomically save the pipeline in diffusers format: EMA UNet weights, frozen parts in their original precision."
+    "Atomically save the pipeline in diffusers format: EMA UNet weights, frozen parts in their original precision; a LoRA run also saves `lora/`."
     for name, state in self.originals.items(): getattr(self.pipe, name).to(torch.float32).load_state_dict(state)
-    with self.ema_weights(): return write_atomically(folder, self.pipe.save_pretrained)
+    with self.ema_weights() as unet:
+        if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained)
+        save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya)
+        plain = without_lora(unet, merge=self.config.merge_lora)
+    self.pipe.register_modules(unet=plain)
+    try: return write_atomically(folder, self.pipe.save_pretrained)
+    finally: self.pipe.register_modules(unet=unet)
 
 # %% ../nbs/02_train.ipynb #0c042e30
 def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
@@ -1404,7 +1451,9 @@ def finish(self:Trainer) -> Path:
         plot_loss_curve(run/"log.csv", run/"loss_curve.png")
         minutes = (time.time() - self.t_start) / 60
         print(f"Trained {self.step} steps in {minutes:.1f} min. Run folder: {run}\n"
-              f"  model (EMA weights, diffusers format): {run/'model'}\n  config: {run/'config.json'}\n"
+              f"  model (EMA weights, diffusers format): {run/'model'}\n"
+              + (f"  LoRA adapter (diffusers format{', and Kohya keys' if self.config.lora_kohya else ''}): {run/'lora'}\n" if self.config.lora_rank else "")
+              + f"  config: {run/'config.json'}\n"
               f"  log: {run/'log.csv'}\n  loss curve: {run/'loss_curve.png'}\n  held-out images: {run/'heldout.json'}\n"
               f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: {run/'checkpoints'}")
     self.accelerator.wait_for_everyone()
@@ -1416,6 +1465,50 @@ def train(config:TrainConfig, # the run's config
     "Train a text-to-image model as `config` says; returns the run folder."
     return Trainer(config).fit()
 
+# %% ../nbs/02_train.ipynb #8441b046
+def add_lora(unet, # the UNet: frozen, then given adapters
+             rank:int, # adapter rank
+             alpha:float|None=None, # scaling numerator (None: the rank)
+             dropout:float=0.0, # dropout on the adapters' input
+             targets=("to_q", "to_k", "to_v", "to_out.0"), # module names (suffixes) that get adapters
+            ) -> list:
+    "Freeze `unet` and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
+    names = [n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this UNet; accepted: "
+                                 f"{', '.join(sorted({n.split('.')[-1] if not n.split('.')[-1].isdigit() else '.'.join(n.split('.')[-2:]) for n in names}))}")
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, init_lora_weights="gaussian", target_modules=list(targets)))
+    cast_training_params(unet, dtype=torch.float32)
+    return [p for p in unet.parameters() if p.requires_grad]
+
+# %% ../nbs/02_train.ipynb #d0bfa3ce
+def kohya_state_dict(unet) -> dict:
+    "The UNet's adapter with Kohya/A1111 keys (`lora_unet_..._lora_down.weight`, `.alpha`), as AUTOMATIC1111 and ComfyUI read it."
+    weights = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()})
+    alpha = float(unet.peft_config["default"].lora_alpha)
+    return {k: torch.tensor(alpha) if k.endswith(".alpha") else v.detach().contiguous() for k, v in weights.items()}
+
+def save_lora(unet, # a UNet with a LoRA adapter
+              folder:Path, # the folder to (re)place
+              kohya:bool=False, # also write `lora_kohya.safetensors`
+             ) -> Path:
+    "Atomically write the adapter as `pytorch_lora_weights.safetensors` (diffusers format, rank and alpha in its metadata)."
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    def write(tmp):
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        if kohya: save_file(kohya_state_dict(unet), tmp/"lora_kohya.safetensors")
+    return write_atomically(Path(folder), write)
+
+def without_lora(unet, # a UNet with a LoRA adapter (left as it is)
+                 merge:bool=False, # fold the adapter (at scale 1) into the weights
+                ):
+    "A copy of `unet` without adapter layers: the base weights, or with the adapter merged in."
+    plain = copy.deepcopy(unet)
+    if merge: plain.fuse_lora()
+    plain.unload_lora()
+    return plain.requires_grad_(False)
+
 # %% ../nbs/02_train.ipynb #758fadc2
 def _file_lines(path):
     lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
@@ -1423,9 +1516,11 @@ def _file_lines(path):
     return lines
 def _count_or_fraction(s:str): return float(s) if any(c in s for c in ".eE") else int(s)
 def _int_list(s:str): return [int(x) for x in s.replace(",", " ").split()]
+def _str_list(s:str): return [x.strip() for x in s.split(",") if x.strip()]
 
 CLI_FORMATS = {"val_prompts": (_file_lines, "a text file, one prompt per line"), "val_seeds": (_int_list, "comma-separated"),
-               "unet": (json.loads, "JSON"), "kind_weights": (json.loads, "JSON"), "subset": (_count_or_fraction, None)}  # else by type
+               "unet": (json.loads, "JSON"), "kind_weights": (json.loads, "JSON"), "subset": (_count_or_fraction, None),
+               "lora_targets": (_str_list, "comma-separated")}  # else by type
 
 def _converter(f) -> tuple:
     "(converter, format note) of field `f` on the command line; optional non-text fields also accept `none`."
