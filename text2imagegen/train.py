@@ -1575,7 +1575,7 @@ def data_summary(config:TrainConfig) -> str:
 
 def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
              ):
-    "Train a text-to-image diffusion model from the command line (`t2i-train --help`); returns the run folder."
+    "Train a text-to-image diffusion model from the command line (`t2i-train --help`); prints where everything went."
     argv = sys.argv[1:] if argv is None else list(argv)
     flags = vars(train_parser().parse_args(argv))
     recipe, config_file, dry_run = flags.pop("recipe", None), flags.pop("config", None), flags.pop("dry_run", False)
@@ -1585,8 +1585,8 @@ def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
         width = max(map(len, sources))
         print("\n".join(f"{k:<{width}}  {json.dumps(v)}  ({sources[k]})" for k, v in asdict(resolved).items()))
         print(data_summary(resolved))
-        return None
-    return Trainer(config, command=_resume_command(argv), sources=sources).fit()
+        return
+    Trainer(config, command=_resume_command(argv), sources=sources).fit()  # returns nothing: a console script exits with 0
 
 
 # %% ../nbs/02_train.ipynb #758fadd2
