@@ -7,8 +7,9 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 # %% auto #0
 __all__ = ['SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER', 'UNET_PRESETS',
            'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'PICKLE_SUFFIXES', 'LORA_WEIGHTS', 'minilm_path',
-           'TextEncoder', 'TextWhitening', 'make_unet', 'make_scheduler', 'Text2ImagePipeline', 'coordinate_channels',
-           'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline', 'lora_file', 'load_lora']
+           'TextEncoder', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler', 'Text2ImagePipeline',
+           'coordinate_channels', 'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline',
+           'lora_file', 'load_lora']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import importlib.util, inspect, json, math, warnings
@@ -109,11 +110,18 @@ def _warn_truncation(tokenizer, prompts, max_length):
                       f"truncated: {sum(dropped)} token(s) dropped (at most {max(dropped)} from one prompt).", stacklevel=3)
 
 # %% ../nbs/01_model.ipynb #c959ccfe
+def is_text(s) -> bool:
+    "Is `s` a str of valid Unicode text (no lone surrogates), something a tokenizer can read?"
+    try: return isinstance(s, str) and bool(s.encode("utf-8") or True)
+    except UnicodeEncodeError: return False
+
 @patch
 @torch.no_grad()
 def encode_pooled(self:TextEncoder, prompts:str|list): # A prompt or a list of prompts
     "Token hidden states `(B, L, D)` and one pooled vector per prompt `(B, D)`."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    bad = next((p for p in prompts if not is_text(p)), None)
+    if bad is not None or not prompts: raise ValueError(f"prompts must be a str or a non-empty list of str of valid Unicode text (no lone surrogates); got {bad!r:.80}")
     _warn_truncation(self.tokenizer, prompts, self.max_length)
     tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
     device = self.model.device

@@ -27,7 +27,7 @@ from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncest
 from diffusers.utils.torch_utils import randn_tensor
 
 from .data import tensor_to_pil
-from .model import _warn_truncation, load_pipeline
+from .model import _warn_truncation, is_text, load_pipeline
 
 # %% ../nbs/03_sample.ipynb #89b93c29
 class EulerAncestralScheduler(diffusers.EulerAncestralDiscreteScheduler):
@@ -116,10 +116,7 @@ def _check_int(name, value, multiple=1, what="an int ≥ 1"):
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1 and value % multiple == 0):
         raise ValueError(f"{name} must be {what}; got {value!r:.80}")
 
-def _is_text(s) -> bool:
-    "Is `s` a str of valid Unicode text (no lone surrogates)?"
-    try: return isinstance(s, str) and bool(s.encode("utf-8") or True)
-    except UnicodeEncodeError: return False
+_is_text = is_text  # the text encoder's own check (01_model)
 
 def _in_training_range(sampler, steps) -> bool:
     "Does `sampler`, set to `steps` steps, visit only timesteps the model was trained on?"
