@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
+from fastcore.meta import delegates
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 import diffusers
@@ -236,20 +237,14 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
     finally: pipeline.scheduler = trained_scheduler
 
 # %% ../nbs/03_sample.ipynb #36b110ea
+@delegates(generate_batches)
 def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeline`)
              prompts,                 # A prompt or a list of prompts, one image each ("" = unconditional)
-             negative_prompt=None,    # A str or one per prompt; replaces the empty prompt in guidance
-             guidance_scale=None,     # ≥ 0; 1 = no guidance, 0 = unconditional (None: the model's default, else 7.5)
-             steps=None,              # Denoising steps ≥ 1 (None: the model's default, else 30)
-             scheduler=None,          # A key of `SCHEDULERS` (None: the model's default, else "dpm++2m")
-             seed=0,                  # Int `s` (image k gets `s + k`) or a list with one seed per image
-             batch_size:int=16,       # Images per pipeline call
-             height=None,             # Image height in pixels (None: the model's size)
-             width=None,              # Image width in pixels (None: the model's size)
              progress:bool=True,      # Show a progress bar over images
+             **kwargs,                # negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height, width (see `generate_batches`)
             ) -> list:
     "Images for `prompts`, each reproducible from its own seed, as a list of `Generated`."
-    batches = generate_batches(pipeline, prompts, negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height, width)
+    batches = generate_batches(pipeline, prompts, **kwargs)
     results = next(batches)  # checks the parameters before a progress bar appears
     n = 1 if isinstance(prompts, str) else len(prompts)
     bar = progress_bar(range(n), leave=False) if progress and n > len(results) else None  # fastprogress prints even with display=False
