@@ -349,7 +349,6 @@ def render_pool(self:ShapesWorld,
                 num_workers:int=0, # processes to render with (0 or 1: this one)
                ) -> tuple:
     "Samples start..start+n as (uint8 tensor (n, 3, H, W), list of captions, list of clauses)."
-    from fastprogress.fastprogress import progress_bar
     chunk = max(1, min(2000, math.ceil(n / max(1, num_workers) / 4)))
     ranges = [(a, min(chunk, start + n - a)) for a in range(start, start + n, chunk)]
     if num_workers > 1:
@@ -358,8 +357,8 @@ def render_pool(self:ShapesWorld,
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with ProcessPoolExecutor(num_workers, mp_context=ctx) as ex:
             futures = [ex.submit(_render_range, self, a, m) for a, m in ranges]
-            parts = [f.result() for f in (progress_bar(futures) if progress and n >= 2000 else futures)]
-    else: parts = [_render_range(self, a, m) for a, m in (progress_bar(ranges) if progress and n >= 2000 else ranges)]
+            parts = [f.result() for f in tqdm(futures, desc="rendering", leave=False, disable=not progress or n < 2000)]
+    else: parts = [_render_range(self, a, m) for a, m in tqdm(ranges, desc="rendering", leave=False, disable=not progress or n < 2000)]
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
     return images, [c for p in parts for c in p[1]], [c for p in parts for c in p[2]]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.script import call_parse, store_true
-from fastprogress.fastprogress import progress_bar
+from tqdm.auto import tqdm
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -198,7 +198,7 @@ def train_judge(n_images:int=12_000, # training scenes rendered once
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
     judge.train()
-    for epoch in (progress_bar(range(epochs)) if progress else range(epochs)):  # fastprogress prints even with display=False
+    for epoch in tqdm(range(epochs), desc="judge epochs", leave=False, disable=not progress):
         order = torch.randperm(len(x), generator=g)
         for s in range(steps_per_epoch):
             idx = order[s * batch_size:(s + 1) * batch_size]
@@ -535,7 +535,7 @@ def choose_sample_defaults(pipeline, # a `Text2ImagePipeline`
     judge = judge or load_judge()
     tries = [(g, sch, st) for g in guidance for sch in schedulers for st in steps]
     rows = []
-    for g, sch, st in (progress_bar(tries) if progress else tries):
+    for g, sch, st in tqdm(tries, desc="settings", leave=False, disable=not progress):
         rep = adherence_benchmark(pipeline, n_per_prompt, seed, judge, per_category=per_category, progress=False,
                                   guidance_scale=g, scheduler=sch, steps=st)
         s = rep["settings"]

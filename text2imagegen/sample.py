@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 from fastcore.meta import delegates
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
+from tqdm.auto import tqdm
 import diffusers
 from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -247,11 +247,9 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
     batches = generate_batches(pipeline, prompts, **kwargs)
     results = next(batches)  # checks the parameters before a progress bar appears
     n = 1 if isinstance(prompts, str) else len(prompts)
-    bar = progress_bar(range(n), leave=False) if progress and n > len(results) else None  # fastprogress prints even with display=False
-    if bar is not None: bar.update(0)
-    for batch in batches:
-        results += batch
-        if bar is not None: bar.update(len(results))
+    with tqdm(total=n, initial=len(results), desc="images", leave=False, disable=not progress or n == len(results)) as bar:
+        for batch in batches:
+            results += batch; bar.update(len(batch))
     return results
 
 # %% ../nbs/03_sample.ipynb #e4a51a27
@@ -424,8 +422,7 @@ def t2i_sample(
     out, digits = Path(out), max(4, len(str(len(todo) - 1)))
     out.mkdir(parents=True, exist_ok=True)
     print(f"writing {len(todo)} images to {out}/")
-    paths, grids, page_results, bar = [], [], [], progress_bar(range(len(todo)), leave=False)
-    bar.update(0)
+    paths, grids, page_results, bar = [], [], [], tqdm(total=len(todo), desc="images", leave=False)
     try:
         with open(out / "params.jsonl", "w", encoding="utf-8") as params:
             for batch in batches:
@@ -437,8 +434,9 @@ def t2i_sample(
                         grids.append(save_grid(page_results, out / f"grid_{len(grids) + 1:04d}.png", ncols=ncols or (n if n > 1 else None)))
                         page_results = []
                 params.flush()
-                bar.update(len(paths))
+                bar.update(len(batch))
     finally:
+        bar.close()
         if paths: print(f"{len(paths)} of {len(todo)} images: {paths[0]} ... {paths[-1].name}")
         if grids: print(f"{len(grids)} grid(s) of up to {page}: {grids[0]} ... {grids[-1].name}")
         print(f"parameters: {out / 'params.jsonl'}")

@@ -1,0 +1,276 @@
+"""Stable Diffusion 1.5 on one GPU: training images/s and sampling iterations/s, the project against diffusers' way.
+
+No downloads: the SD 1.5 architecture (its UNet, CLIP ViT-L/14 text encoder and VAE, from their exact configs) gets
+random weights and is saved as a pipeline folder, which every row loads as a user's model would be loaded. Speed and
+memory do not depend on the weights' values. Data: landscape 640x480 JPEGs with captions, in an imagefolder.
+
+Training (bf16 mixed precision, AdamW, no EMA, the same batch in every row), at 256 and 512 px:
+- `reference`: what diffusers' `train_text_to_image.py` does every step: tokenize and CLIP-encode the captions,
+  VAE-encode the images (already decoded, on the GPU), noise, UNet forward and backward, AdamW step.
+- `trainer`: the project's `Trainer.train_step`, caption states and latents read from its disk caches; also with
+  gradient checkpointing, and with LoRA adapters (rank 4, attention projections) instead of the full UNet.
+Sampling at 512 px, 50 steps, guidance 7.5, DPM++ 2M, bf16 weights, batch 1 and 8: the project's `generate` against
+diffusers' `StableDiffusionPipeline` built on the same component objects, and the UNet alone (50 batched
+classifier-free-guidance forwards, no text encoding, scheduler or decoding) as the floor of both.
+
+Prints one table and writes JSON.
+
+    python bench/gpu_sd15.py            # on a GPU, the SD 1.5 architecture (a few minutes on an H100/H200)
+    python bench/gpu_sd15.py --smoke    # on the CPU, the same code with a tiny SD-architecture model (< 1 minute)
+"""
+from __future__ import annotations
+import gc, json, os, shutil, tempfile, time, traceback
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np, torch
+import torch.nn.functional as F
+from fastcore.script import call_parse
+from PIL import Image
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+
+for lib in (diffusers_logging, transformers_logging): lib.set_verbosity_error(); lib.disable_progress_bar()
+
+
+def sd15_architecture():
+    "A random-weight pipeline with SD 1.5's UNet, CLIP ViT-L/14 text encoder and VAE configs (a small byte-level tokenizer)."
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from text2imagegen.model import PIPELINE_PRESETS, Text2ImagePipeline, make_scheduler, make_unet, tiny_clip_tokenizer
+    tok = tiny_clip_tokenizer()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32,
+                        sample_size=512, scaling_factor=0.18215)
+    preset = PIPELINE_PRESETS["sd15"]
+    return Text2ImagePipeline(unet=make_unet("sd15"), scheduler=make_scheduler(**preset["scheduler"]), text_encoder=text,
+                              tokenizer=tok, vae=vae, sample_defaults=preset["sample_defaults"])
+
+
+def write_images(folder:Path, n:int, size:tuple) -> list:
+    "`n` smooth random landscape JPEGs with captions in an imagefolder (metadata.jsonl); returns the captions."
+    rng, captions = np.random.default_rng(0), []
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metadata.jsonl", "w") as meta:
+        for k in range(n):
+            small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+            Image.fromarray(small).resize(size, Image.BICUBIC).save(folder / f"{k:05d}.jpg", quality=90)
+            captions.append(f"a photo of a {['red', 'green', 'blue'][k % 3]} {['circle', 'square', 'triangle'][k // 3 % 3]} number {k}")
+            meta.write(json.dumps({"file_name": f"{k:05d}.jpg", "text": captions[-1]}) + "\n")
+    return captions
+
+
+def first_images(data:str|Path, n:int, resolution:int) -> list:
+    "The first `n` training images of `data` (an imagefolder, or `shapes`) as PIL images."
+    if data == "shapes":
+        from text2imagegen.data import ShapesWorld
+        world = ShapesWorld(resolution=resolution)
+        return [world[i]["image"] for i in range(n)]
+    return [Image.open(f) for f in sorted(Path(data).glob("*.jpg"))[:n]]
+
+
+def peak_gb(device) -> float|None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+
+
+def reset_memory(device):
+    gc.collect()
+    if device.type == "cuda": torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+
+
+def sync(device):
+    if device.type == "cuda": torch.cuda.synchronize()
+
+
+def timed_steps(step, device, warmup:int, steps:int) -> float:
+    "Seconds per call of `step` after `warmup` calls; peak memory counts from the first warm-up call."
+    reset_memory(device)
+    for _ in range(warmup): step()
+    sync(device); t0 = time.perf_counter()
+    for _ in range(steps): step()
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def trainer_row(model:Path, data:Path, work:Path, resolution:int, batch:int, device, warmup:int, steps:int, **settings) -> dict:
+    "Images/s of the project's `Trainer.train_step` on `model` with `settings` (TrainConfig fields)."
+    from text2imagegen.train import TrainConfig, Trainer
+    t0 = time.perf_counter()
+    shapes = dict(shapes_pool=64) if data == "shapes" else {}
+    cfg = TrainConfig(**{**dict(preset=str(model), data=str(data), **shapes, resolution=resolution, batch_size=batch, max_steps=10_000, lr=1e-5,
+                              mixed_precision="bf16", ema_decay=0, val_size=4, cache_dir=str(work / "cache"), overwrite=True,
+                              output_dir=str(work / "run")), **settings})
+    trainer = Trainer(cfg)
+    setup = time.perf_counter() - t0
+    try:
+        trainable = sum(p.numel() for p in trainer.trainable)
+        seconds = timed_steps(trainer.train_step, device, warmup, steps)
+        return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
+    finally:
+        trainer.release(); del trainer; reset_memory(device)
+
+
+def reference_row(model:Path, data:Path, captions:list, resolution:int, batch:int, device, warmup:int, steps:int) -> dict:
+    "Images/s of diffusers' `train_text_to_image.py` step: tokenize, CLIP-encode, VAE-encode, UNet forward/backward, AdamW."
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from diffusers import DDPMScheduler
+    from text2imagegen.data import ImageTransform
+    from text2imagegen.model import load_pipeline
+    t0 = time.perf_counter()
+    AcceleratorState._reset_state()
+    acc = Accelerator(mixed_precision="bf16", cpu=device.type == "cpu")
+    pipe = load_pipeline(model)
+    tok, text, vae = pipe.tokenizer, pipe.text_encoder.to(device, torch.bfloat16), pipe.vae.to(device, torch.bfloat16)
+    unet = pipe.unet.requires_grad_(True).train()
+    trainable = sum(p.numel() for p in unet.parameters())
+    unet, opt = acc.prepare(unet, torch.optim.AdamW(unet.parameters(), lr=1e-5, weight_decay=1e-2))
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    pixels = torch.stack([ImageTransform(resolution)(im) for im in first_images(data, batch, resolution)]).to(device)  # decoded once
+    setup = time.perf_counter() - t0
+    g = torch.Generator(device).manual_seed(0)
+
+    def step():
+        ids = tok(captions[:batch], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            hidden = text(ids.to(device))[0]
+            latents = vae.encode(pixels.to(torch.bfloat16)).latent_dist.sample(g) * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=g, device=device, dtype=latents.dtype)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=g, device=device)
+        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, hidden).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        acc.backward(loss); acc.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
+
+    try:
+        seconds = timed_steps(step, device, warmup, steps)
+        return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
+    finally:
+        del pipe, unet, opt, text, vae, pixels; reset_memory(device)
+
+
+def sampling_rows(model:Path, resolution:int, batches:list, steps:int, device, prompts:list) -> list:
+    "Seconds per batch of the project's `generate`, diffusers' `StableDiffusionPipeline` on the same components, and the UNet alone."
+    from diffusers import StableDiffusionPipeline
+    from text2imagegen.model import load_pipeline
+    from text2imagegen.sample import generate, get_scheduler
+    pipe = load_pipeline(model, dtype=torch.bfloat16).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    sd = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                                 scheduler=get_scheduler("dpm++2m", pipe), safety_checker=None, feature_extractor=None,
+                                 requires_safety_checker=False).to(device)
+    sd.set_progress_bar_config(disable=True)
+    unet, h = pipe.unet, resolution // pipe.scale_factor
+    width = pipe.text_encoder.config.hidden_size
+
+    def ours(b, n=steps):
+        return generate(pipe, prompts[:b], steps=n, guidance_scale=7.5, scheduler="dpm++2m", seed=0, batch_size=b,
+                        height=resolution, width=resolution, progress=False)
+
+    def diffusers_pipeline(b, n=steps):
+        return sd(prompts[:b], num_inference_steps=n, guidance_scale=7.5, height=resolution, width=resolution,
+                  generator=[torch.Generator("cpu").manual_seed(s) for s in range(b)]).images
+
+    @torch.no_grad()
+    def unet_alone(b, n=steps):
+        x = torch.randn(2 * b, unet.config.in_channels, h, h, device=device, dtype=torch.bfloat16)
+        states = torch.randn(2 * b, pipe.tokenizer.model_max_length, width, device=device, dtype=torch.bfloat16)
+        for t in range(n): unet(x, 999 - t, states)
+
+    rows, ways = [], {"generate (project)": ours, "StableDiffusionPipeline": diffusers_pipeline, "UNet alone": unet_alone}
+    for b in batches:
+        for way in ways.values(): way(b, 3); sync(device)  # warm-up: kernels chosen, memory pooled
+        best, peaks = {k: float("inf") for k in ways}, {}
+        for _ in range(2):  # interleaved; the faster of two runs each
+            for name, way in ways.items():
+                reset_memory(device); t0 = time.perf_counter()
+                way(b); sync(device)
+                best[name] = min(best[name], time.perf_counter() - t0); peaks[name] = peak_gb(device)
+        for name in ways:
+            rows.append(dict(task="sample", how=name, px=resolution, batch=b, it_per_s=steps / best[name], seconds=best[name],
+                             over_unet=best[name] / best["UNet alone"], peak_gb=peaks[name]))
+    del pipe, sd, unet; reset_memory(device)
+    return rows
+
+
+def measured(f, *args, **kwargs):
+    "`f(*args, **kwargs)`, or {'error': ...} when it fails: one failing row does not cost the others."
+    try: return f(*args, **kwargs)
+    except Exception as e:
+        traceback.print_exc()
+        return dict(error=f"{type(e).__name__}: {e}"[:300])
+
+
+def table(rows:list, device_name:str) -> str:
+    lines = [f"device: {device_name}", "",
+             "| task | how | px | batch | speed | ratio | trainable params | peak GPU memory (GB) | set-up (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r: lines.append(f"| {r['task']} | {r['how']} | {r['px']} | {r['batch']} | failed: {r['error']} | | | | |")
+        elif r["task"] == "train":
+            speed, ratio = f"{r['images_per_s']:.2f} images/s", f"{r['vs_reference']:.2f}x the reference" if "vs_reference" in r else "-"
+            extra = f"{r['trainable']:,} | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | {r['setup_s']:.0f}"
+        else:
+            speed, ratio = f"{r['it_per_s']:.2f} it/s", f"{r['over_unet']:.2f}x the UNet's time"
+            extra = f"- | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | -"
+        lines.append(f"| {r['task']} | {r['how']} | {r['px']} | {r['batch']} | {speed} | {ratio} | {extra} |")
+    return "\n".join(lines)
+
+
+@call_parse
+def main(smoke:bool=False,                      # Tiny SD-architecture model on the CPU, few steps: checks the script in under a minute
+         out:str="bench/results/gpu_sd15.json", # JSON of every row
+         steps:int=10,                          # Timed training steps per row (after 3 warm-up steps)
+         batch:int=8,                           # Training batch size (every row)
+         images:int=80,                         # Training images written
+):
+    "Training and sampling speed of SD 1.5 on this GPU: the project's trainer and pipeline against diffusers' way."
+    device = torch.device("cpu" if smoke or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not smoke: raise SystemExit("No GPU here: run with --smoke to check the script on the CPU")
+    from text2imagegen.model import tiny_sd_pipeline
+    sizes, sample_px, sample_steps, warmup = ((32, 64), 64, 4, 1) if smoke else ((256, 512), 512, 50, 3)
+    steps, batch, images = (2, 2, 12) if smoke else (steps, batch, images)
+    work = Path(tempfile.mkdtemp(prefix="gpu_sd15-"))
+    try:
+        model, data = work / "model", work / "images"
+        t0 = time.perf_counter()
+        with torch.device(device):  # random init on the GPU: seconds instead of a minute on the CPU
+            pipe = tiny_sd_pipeline() if smoke else sd15_architecture()
+        pipe.save_pretrained(model); del pipe; reset_memory(device)
+        try:
+            import datasets  # reads the imagefolder
+            captions = write_images(data, images, (80, 60) if smoke else (640, 480))
+        except ImportError:
+            print("`datasets` cannot be imported here: training on the Shapes world instead of an imagefolder")
+            data = "shapes"
+            from text2imagegen.data import ShapesWorld
+            captions = [ShapesWorld(resolution=32)[i]["caption"] for i in range(images)]
+        print(f"SD-architecture model and {images} images ({data}) written in {time.perf_counter() - t0:.0f} s", flush=True)
+        rows = []
+        for px in sizes:
+            ref = measured(reference_row, model, data, captions, px, batch, device, warmup, steps)
+            rows.append(dict(task="train", how="reference (encode VAE + CLIP every step)", px=px, batch=batch, **ref))
+            ways = {"trainer (cached latents + captions)": {},
+                    "trainer + gradient checkpointing": dict(gradient_checkpointing=True),
+                    "trainer + LoRA r4": dict(lora_rank=4, lr=1e-4),
+                    "trainer + LoRA r4 + gradient checkpointing": dict(lora_rank=4, lr=1e-4, gradient_checkpointing=True)}
+            for how, settings in ways.items():
+                if "LoRA" in how and px != sizes[-1]: continue
+                rows.append(dict(task="train", how=how, px=px, batch=batch,
+                                 **measured(trainer_row, model, data, work, px, batch, device, warmup, steps, **settings)))
+            for r in rows:
+                if r["px"] == px and "error" not in r and "error" not in ref: r["vs_reference"] = r["images_per_s"] / ref["images_per_s"]
+            print(f"training at {px} px done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions)
+        rows += sampled if isinstance(sampled, list) else [dict(task="sample", how="all", px=sample_px, batch="-", **sampled)]
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
+        result = dict(device=name, torch=torch.__version__, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1))
+        print(table(rows, name))
+        print(f"{result['seconds']:.0f} s in all; JSON: {out}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

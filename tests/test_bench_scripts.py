@@ -1,0 +1,28 @@
+"""The benchmark scripts run as documented in bench/README.md; here in their CPU smoke modes."""
+import json, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_sd15_smoke(tmp_path):
+    "`bench/gpu_sd15.py --smoke` runs every row of the GPU benchmark on a tiny SD-architecture model on the CPU."
+    out = tmp_path / "gpu_sd15.json"
+    proc = subprocess.run([sys.executable, "bench/gpu_sd15.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert not [r for r in rows if "error" in r], [r["error"] for r in rows if "error" in r]
+    train = {(r["how"], r["px"]): r for r in rows if r["task"] == "train"}
+    assert {px for _, px in train} == {32, 64}
+    for (how, px), r in train.items():
+        assert r["images_per_s"] > 0 and r["trainable"] > 0
+        assert r["vs_reference"] == r["images_per_s"] / train[("reference (encode VAE + CLIP every step)", px)]["images_per_s"]
+    full, lora = train[("trainer (cached latents + captions)", 64)], train[("trainer + LoRA r4", 64)]
+    assert lora["trainable"] < full["trainable"] / 10  # only the adapters train
+    sample = {(r["how"], r["batch"]): r for r in rows if r["task"] == "sample"}
+    assert set(sample) == {(how, b) for how in ("generate (project)", "StableDiffusionPipeline", "UNet alone") for b in (1, 2)}
+    assert all(r["it_per_s"] > 0 for r in sample.values())
+    assert all(sample[("UNet alone", b)]["over_unet"] == 1 for b in (1, 2))
+    assert "| task | how | px | batch | speed |" in proc.stdout and f"JSON: {out}" in proc.stdout
