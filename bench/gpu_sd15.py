@@ -11,11 +11,12 @@ Training (bf16 mixed precision, AdamW, no EMA, the same batch in every row), at 
   gradient checkpointing, and with LoRA adapters (rank 4, attention projections) instead of the full UNet.
 Sampling at 512 px, 50 steps, guidance 7.5, DPM++ 2M, bf16 weights, batch 1 and 8: the project's `generate` against
 diffusers' `StableDiffusionPipeline` built on the same component objects, and the UNet alone (50 batched
-classifier-free-guidance forwards, no text encoding, scheduler or decoding) as the floor of both.
+classifier-free-guidance forwards, no text encoding, scheduler or decoding) as the floor of both; then `generate`
+with the UNet compiled by `torch.compile`, as `t2i-sample --compile` does (with --compile).
 
 Prints one table and writes JSON.
 
-    python bench/gpu_sd15.py            # on a GPU, the SD 1.5 architecture (a few minutes on an H100/H200)
+    python bench/gpu_sd15.py --compile  # on a GPU, the SD 1.5 architecture (a few minutes on an H100/H200)
     python bench/gpu_sd15.py --smoke    # on the CPU, the same code with a tiny SD-architecture model (< 1 minute)
 """
 from __future__ import annotations
@@ -152,7 +153,7 @@ def reference_row(model:Path, data:Path, captions:list, resolution:int, batch:in
         del pipe, unet, opt, text, vae, pixels; reset_memory(device)
 
 
-def sampling_rows(model:Path, resolution:int, batches:list, steps:int, device, prompts:list) -> list:
+def sampling_rows(model:Path, resolution:int, batches:list, steps:int, device, prompts:list, compile:bool=False) -> list:
     "Seconds per batch of the project's `generate`, diffusers' `StableDiffusionPipeline` on the same components, and the UNet alone."
     from diffusers import StableDiffusionPipeline
     from text2imagegen.model import load_pipeline
@@ -180,7 +181,7 @@ def sampling_rows(model:Path, resolution:int, batches:list, steps:int, device, p
         states = torch.randn(2 * b, pipe.tokenizer.model_max_length, width, device=device, dtype=torch.bfloat16)
         for t in range(n): unet(x, 999 - t, states)
 
-    rows, ways = [], {"generate (project)": ours, "StableDiffusionPipeline": diffusers_pipeline, "UNet alone": unet_alone}
+    rows, ways, floor = [], {"generate (project)": ours, "StableDiffusionPipeline": diffusers_pipeline, "UNet alone": unet_alone}, {}
     for b in batches:
         for way in ways.values(): way(b, 3); sync(device)  # warm-up: kernels chosen, memory pooled
         best, peaks = {k: float("inf") for k in ways}, {}
@@ -189,9 +190,21 @@ def sampling_rows(model:Path, resolution:int, batches:list, steps:int, device, p
                 reset_memory(device); t0 = time.perf_counter()
                 way(b); sync(device)
                 best[name] = min(best[name], time.perf_counter() - t0); peaks[name] = peak_gb(device)
+        floor[b] = best["UNet alone"]
         for name in ways:
             rows.append(dict(task="sample", how=name, px=resolution, batch=b, it_per_s=steps / best[name], seconds=best[name],
-                             over_unet=best[name] / best["UNet alone"], peak_gb=peaks[name]))
+                             over_unet=best[name] / floor[b], peak_gb=peaks[name]))
+    if compile:  # last: the UNet object is shared, so every way above ran uncompiled
+        unet.compile()
+        for b in batches:
+            t0 = time.perf_counter(); ours(b, 3); sync(device); compile_s = time.perf_counter() - t0
+            best = float("inf")
+            for _ in range(2):
+                reset_memory(device); t0 = time.perf_counter()
+                ours(b); sync(device)
+                best = min(best, time.perf_counter() - t0)
+            rows.append(dict(task="sample", how="generate + torch.compile (t2i-sample --compile)", px=resolution, batch=b,
+                             it_per_s=steps / best, seconds=best, over_unet=best / floor[b], peak_gb=peak_gb(device), compile_s=compile_s))
     del pipe, sd, unet; reset_memory(device)
     return rows
 
@@ -215,7 +228,7 @@ def table(rows:list, device_name:str) -> str:
             extra = f"{r['trainable']:,} | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | {r['setup_s']:.0f}"
         else:
             speed, ratio = f"{r['it_per_s']:.2f} it/s", f"{r['over_unet']:.2f}x the UNet's time"
-            extra = f"- | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | -"
+            extra = f"- | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | " + (f"{r['compile_s']:.0f} (compiling)" if "compile_s" in r else "-")
         lines.append(f"| {r['task']} | {r['how']} | {r['px']} | {r['batch']} | {speed} | {ratio} | {extra} |")
     return "\n".join(lines)
 
@@ -226,6 +239,7 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
          steps:int=10,                          # Timed training steps per row (after 3 warm-up steps)
          batch:int=8,                           # Training batch size (every row)
          images:int=80,                         # Training images written
+         compile:bool=False,                    # Also time `generate` with the UNet compiled (a minute or two of compiling)
 ):
     "Training and sampling speed of SD 1.5 on this GPU: the project's trainer and pipeline against diffusers' way."
     device = torch.device("cpu" if smoke or not torch.cuda.is_available() else "cuda")
@@ -264,7 +278,7 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             for r in rows:
                 if r["px"] == px and "error" not in r and "error" not in ref: r["vs_reference"] = r["images_per_s"] / ref["images_per_s"]
             print(f"training at {px} px done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions)
+        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions, compile)
         rows += sampled if isinstance(sampled, list) else [dict(task="sample", how="all", px=sample_px, batch="-", **sampled)]
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
         result = dict(device=name, torch=torch.__version__, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)

@@ -1,11 +1,12 @@
-"""Time to quality: train the offline default for a wall-clock budget and score the adherence benchmark along the way.
+"""Time to quality: train the offline default and score the adherence benchmark along the way, against minutes and images.
 
-    python bench/time_to_quality.py                      # t2i-train's default recipe and budget, 2 threads (bench/README.md)
+    python bench/time_to_quality.py                      # t2i-train's default recipe (1,250 steps), 2 threads (bench/README.md)
     python bench/time_to_quality.py --minutes 1 --points 0.5 --n-per-prompt 1 --final-n-per-prompt 1 --per-category 5 --guidance 1,2  # smoke
     python bench/time_to_quality.py --final-steps 10,20,40 --final-schedulers dpm++2m,unipc,euler,ddim   # also choose the sampler
 
 Trains with `text2imagegen.train` exactly as `t2i-train` does (the same `TrainConfig` defaults; `--overrides "key=value;..."`
-changes fields), saving the EMA model at fixed wall-clock minutes (time spent saving is excluded from the budget).
+changes fields; `--minutes` caps the wall-clock time), saving the EMA model at fixed wall-clock minutes (time spent
+saving snapshots is excluded).
 After training, every snapshot and the final model are scored with the adherence benchmark (fixed prompts and seeds)
 at each guidance scale of a sweep that includes 1. Writes `ttq.json`, `ttq.csv` and `ttq.png` (each category's score
 against minutes and images seen), and prints training images/s and sampling seconds per image.
@@ -174,7 +175,7 @@ def summary_table(rows:list) -> str:
 
 @call_parse
 def main(
-    minutes:float=None, # Training budget (TrainConfig.max_minutes, set-up and final save included; default: t2i-train's own)
+    minutes:float=None, # Wall-clock cap (TrainConfig.max_minutes, set-up and final save included; default: none, the run's own steps)
     threads:int=2, # CPU threads for torch (training and sampling)
     points:str="2.5,5,7.5", # Minutes at which to snapshot the EMA model (the final model is always scored)
     guidance:str="1,1.5,2,3", # Guidance scales to score at every point (1 = no guidance)
@@ -191,16 +192,15 @@ def main(
     overrides:str=None, # TrainConfig overrides 'key=value;key=value' (values as JSON), e.g. 'lr=0.003;batch_size=64'
     keep_run:bool=False, # Keep the run folder's checkpoints (snapshots and model are always kept)
 ):
-    "Train the default recipe for `minutes` and score the adherence benchmark against minutes and images seen."
+    "Train the default recipe (capped at `minutes`) and score the adherence benchmark against minutes and images seen."
     torch.set_num_threads(threads)
     out = Path(out or f"bench/results/ttq-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     out.mkdir(parents=True, exist_ok=True)
     judge = load_judge()  # trained once and cached, before the clock starts for the run below
     overrides = parse_sets([s for s in (overrides or "").split(";") if s.strip()])
-    minutes = minutes or TrainConfig.max_minutes
     config = TrainConfig(**{**dict(max_minutes=minutes, num_threads=threads, output_dir=str(out / "run")), **overrides})
     load_start = os.getloadavg()
-    trained = train_with_snapshots(config, minutes=[m for m in floats(points) if m < minutes])
+    trained = train_with_snapshots(config, minutes=[m for m in floats(points) if not minutes or m < minutes])
     load_train = os.getloadavg()
     trained["timing"]["imports_s"] = T_IMPORTS - T_PROCESS  # paid by `t2i-train` before its trainer starts (not in train_wall_s)
     trained["timing"]["start_to_finish_s"] = trained["timing"]["imports_s"] + trained["timing"]["train_wall_s"]  # what `t2i-train` takes

@@ -33,19 +33,19 @@ from .sample import generate, image_grid, check_params, default_size, FALLBACK_D
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
-           'RECIPES', 'CACHE_FORMAT', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'CALIBRATION_STEPS', 'RECALIBRATE_EVERY',
-           'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config',
-           'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults',
-           'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config',
-           'resolved_sources', 'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
-           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
-           'batch_indices', 'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
-           'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints',
-           'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve',
-           'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes',
-           'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs',
-           'train_parser', 'data_summary', 't2i_train']
+           'RECIPES', 'CACHE_FORMAT', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED',
+           'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
+           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults', 'check_lora',
+           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
+           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
+           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
+           'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
+           'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
+           'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run',
+           'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
+           'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
+           't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -54,11 +54,11 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_BIASES = ("none", "later", "earlier")
 PRESET_TRAIN_DEFAULTS = {  # what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
     "tiny": dict(resolution=32, batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=100, weight_decay=0.0,  # the Shapes-world
-                 timestep_bias="later", max_minutes=9.5, num_threads=2),  # recipe, measured on 2 CPU cores (see "The recipe")
+                 timestep_bias="later", max_steps=1250, num_threads=2),  # recipe, measured on 2 CPU cores (see "The recipe")
     "sd15": dict(resolution=512, batch_size=16, lr=1e-4, lr_schedule="constant", warmup_steps=500, weight_decay=1e-2,  # diffusers'
-                 timestep_bias="none", max_minutes=0, num_threads=0),  # train_text_to_image.py defaults, for a random-init UNet
+                 timestep_bias="none", max_steps=None, num_threads=0),  # train_text_to_image.py defaults, for a random-init UNet
     "loaded": dict(resolution=512, batch_size=16, lr=1e-5, lr_schedule="constant", warmup_steps=0, weight_decay=1e-2,  # diffusers'
-                   timestep_bias="none", max_minutes=0, num_threads=0),  # Stable Diffusion fine-tuning example
+                   timestep_bias="none", max_steps=None, num_threads=0),  # Stable Diffusion fine-tuning example
 }
 DEFAULT_VAL_PROMPTS = ["a large red circle on the left", "a small blue square at the top",
                        "a large yellow triangle in the center", "a large blue circle above a small red square",
@@ -84,9 +84,9 @@ class TrainConfig:
     shapes_pool:int=12_000 # Shapes world training images, rendered once and reused every epoch
     kind_weights:dict|None=None # training mix of Shapes scene kinds, e.g. {"single": 2, "relation": 1, "count": 1} (None: equal)
     val_size:int=256 # held-out images for the validation loss
-    max_steps:int|None=None # optimizer steps (None: from `epochs`, or as many as fit in `max_minutes`)
+    max_steps:int|None=None # optimizer steps (None: from `epochs` if given, else the preset's, 1250 for tiny)
     epochs:int|None=None # passes over the training images (used when `max_steps` is None)
-    max_minutes:float|None=None # wall-clock budget from set-up to final save (0: no limit; None: the preset's, 9.5 for tiny, else none)
+    max_minutes:float|None=None # optional wall-clock cap from set-up to final save: the run stops early, saves and says how far it got (0 or None: none)
     batch_size:int|None=None # images per process per micro-batch (None: the preset's)
     grad_accum:int=1 # micro-batches per optimizer step
     lr:float|None=None # peak learning rate (None: the preset's, 2e-3 for tiny, 1e-5 to fine-tune a loaded model)
@@ -168,8 +168,10 @@ def check_config(self:TrainConfig):
     if self.cache_latents and self.crop == "random":
         raise ValueError("cache_latents=True needs crop='center': a random crop is a new image every epoch "
                          "(use cache_latents=None or False to encode each batch as it is drawn)")
-    if not (self.max_steps or self.epochs or self.max_minutes or (self.max_minutes is None and PRESET_TRAIN_DEFAULTS[preset_kind(self.preset)]["max_minutes"])):
-        raise ValueError(f"Give max_steps, epochs or max_minutes: the run needs an end (only the tiny preset has a time budget by default; preset {self.preset!r})")
+    if not (self.max_steps or self.epochs or PRESET_TRAIN_DEFAULTS[preset_kind(self.preset)]["max_steps"]):
+        raise ValueError(f"Give max_steps or epochs: the run needs an end (max_minutes only caps it; the tiny preset alone has a "
+                         f"default number of steps; preset {self.preset!r})")
+    if self.max_minutes is not None and self.max_minutes < 0: raise ValueError(f"max_minutes must be 0 or None (no cap) or positive, got {self.max_minutes}")
     if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes it: give one of them")
     check_sample_settings(self)
     check_lora(self)
@@ -208,7 +210,8 @@ def model_prediction_type(preset:str) -> str|None:
 
 def resolve_defaults(config:TrainConfig) -> TrainConfig:
     "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS and the model's prediction type."
-    fill = {k: v for k, v in PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)].items() if getattr(config, k) is None}
+    fill = {k: v for k, v in PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)].items() if getattr(config, k) is None
+            and not (k == "max_steps" and config.epochs)}  # epochs given: they define the run
     if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset)
     return replace(config, **fill) if fill else config
 
@@ -964,7 +967,6 @@ class Trainer:
             self.setup_training()
             self.step, self.micro_batch, self.total_steps = 0, 0, self.planned_steps()
             if config.resume: self.resume()
-            self.timed = self.total_steps is None  # only a time budget: the total is measured as the run goes
         except BaseException: self.release(); raise
 
 # %% ../nbs/02_train.ipynb #5b4b8ca2
@@ -1091,28 +1093,18 @@ def make_lr_scheduler(self:Trainer, total:int|None, last_step:int=0):
                                       num_training_steps=total or 10**9, last_epoch=last_step - 1)
 
 # %% ../nbs/02_train.ipynb #97fae39b
-CALIBRATION_STEPS = 20  # steps timed before a time-budgeted run fixes its total
-RECALIBRATE_EVERY = 100  # steps between re-measurements of the total (validation and saving included)
-FINAL_RESERVE_S = 30 # seconds kept for validation, samples and saving at the end of a time-budgeted run
+FINAL_RESERVE_S = 30 # seconds a `max_minutes` cap keeps for the final validation, samples and save
 
 @patch
-def planned_steps(self:Trainer) -> int|None:
-    "Total optimizer steps from max_steps or epochs; None when only the time budget is known."
+def planned_steps(self:Trainer) -> int:
+    "Total optimizer steps, from max_steps or epochs."
     cfg, acc = self.config, self.accelerator
     if cfg.max_steps: total = cfg.max_steps
-    elif cfg.epochs:
+    else:
         per_epoch = len(self.train_set) // (cfg.batch_size * acc.num_processes)
         total = max(1, cfg.epochs * per_epoch // cfg.grad_accum)
-    else: total = None
     self.make_lr_scheduler(total)
     return total
-
-@patch
-def calibrate(self:Trainer, seconds_per_step:float):
-    "Fix the total steps of a time-budgeted run from the measured speed (the main process decides for all)."
-    left = self.t_start + self.config.max_minutes * 60 - FINAL_RESERVE_S - time.time()
-    self.total_steps = int(self.main_value(self.step + max(1, int(0.95 * left / seconds_per_step))))
-    self.make_lr_scheduler(self.total_steps, last_step=self.step)
 
 @patch
 def main_value(self:Trainer, x:float) -> float:
@@ -1340,9 +1332,11 @@ def after_step(self:Trainer, loss:float, images_per_s:float, last:bool):
         if step % cfg.checkpoint_every == 0 or last: self.checkpoint()
 
 @patch
-def done(self:Trainer) -> bool:
-    "True when the planned steps are done or the time budget (less the final reserve) is spent."
-    if self.total_steps is not None and self.step >= self.total_steps: return True
+def done(self:Trainer) -> bool: return self.step >= self.total_steps
+
+@patch
+def capped(self:Trainer) -> bool:
+    "True (on every process) once the `max_minutes` cap, less the final reserve, is spent."
     mm = self.config.max_minutes
     return bool(self.main_value(bool(mm) and time.time() > self.t_start + mm * 60 - FINAL_RESERVE_S))
 
@@ -1358,7 +1352,7 @@ def write_heldout(self:Trainer) -> Path:
 
 @patch
 def fit(self:Trainer) -> Path:
-    "Train until done (or a SIGTERM/SIGINT: checkpoint and stop), then save the final model; returns the run folder."
+    "Train until done (a SIGTERM/SIGINT: checkpoint and stop; the `max_minutes` cap: checkpoint, save and stop), then save the model; returns the run folder."
     cfg, acc = self.config, self.accelerator
     try:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
@@ -1369,21 +1363,24 @@ def fit(self:Trainer) -> Path:
             if self.resumed:
                 with open(self.run_dir/"resumes.jsonl", "a") as f: f.write(json.dumps(self.resumed) + "\n")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
-        speed, first, t_first = None, self.step + 1, None
+        speed, capped = None, False
         with self.stop_on_signals():
-            while not self.done():
+            while not (self.done() or capped):
                 t0 = time.perf_counter()
                 loss = self.train_step(); self.step += 1
                 dt = time.perf_counter() - t0
                 speed = dt if speed is None else 0.9 * speed + 0.1 * dt
-                if self.step == first: t_first = time.time()  # the first step is slow (warm-up); time the ones after it
-                if self.timed and self.step - first >= CALIBRATION_STEPS and (self.total_steps is None or self.step % RECALIBRATE_EVERY == 0):
-                    self.calibrate((time.time() - t_first) / (self.step - first)); bar.total = self.total_steps; bar.refresh()
-                self.after_step(loss, images_per_step / speed, last=self.done())
+                capped = self.capped()
+                self.after_step(loss, images_per_step / speed, last=self.done() or capped)
                 bar.update(); bar.set_postfix(loss=f"{loss:.4f}", images_per_s=f"{images_per_step / speed:.0f}")
                 if self.stop_requested(): bar.close(); return self.stop()
         bar.close(); self._reader = self._next_k = None  # stops the DataLoader workers
-        return self.finish()
+        self.finish()
+        if capped and self.is_main:
+            print(f"Stopped by the {self.config.max_minutes:g}-minute cap at step {self.step} of {self.total_steps} "
+                  f"({self.step / self.total_steps:.0%}); the model so far is saved. Finish the run with: "
+                  f"{self.command or f'the same config with resume=True (output_dir={str(self.run_dir)!r})'}", flush=True)
+        return self.run_dir
     finally: self.release()
 
 # %% ../nbs/02_train.ipynb #260620da
