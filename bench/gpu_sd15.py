@@ -20,7 +20,7 @@ Prints one table and writes JSON.
     python bench/gpu_sd15.py --smoke    # on the CPU, the same code with a tiny SD-architecture model (< 1 minute)
 """
 from __future__ import annotations
-import gc, json, os, shutil, tempfile, time, traceback
+import json, os, shutil, tempfile, time, traceback
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,10 +28,7 @@ import numpy as np, torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 from PIL import Image
-from diffusers.utils import logging as diffusers_logging
-from transformers.utils import logging as transformers_logging
-
-for lib in (diffusers_logging, transformers_logging): lib.set_verbosity_error(); lib.disable_progress_bar()
+from sample_overhead import peak_gb, reset_memory, sampling_rows, sync  # bench/, beside this script
 
 
 def sd15_architecture():
@@ -71,19 +68,6 @@ def first_images(data:str|Path, n:int, resolution:int) -> list:
         world = ShapesWorld(resolution=resolution)
         return [world[i]["image"] for i in range(n)]
     return [Image.open(f) for f in sorted(Path(data).glob("*.jpg"))[:n]]
-
-
-def peak_gb(device) -> float|None:
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
-
-
-def reset_memory(device):
-    gc.collect()
-    if device.type == "cuda": torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-
-
-def sync(device):
-    if device.type == "cuda": torch.cuda.synchronize()
 
 
 def timed_steps(step, device, warmup:int, steps:int) -> float:
@@ -151,62 +135,6 @@ def reference_row(model:Path, data:Path, captions:list, resolution:int, batch:in
         return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
     finally:
         del pipe, unet, opt, text, vae, pixels; reset_memory(device)
-
-
-def sampling_rows(model:Path, resolution:int, batches:list, steps:int, device, prompts:list, compile:bool=False) -> list:
-    "Seconds per batch of the project's `generate`, diffusers' `StableDiffusionPipeline` on the same components, and the UNet alone."
-    from diffusers import StableDiffusionPipeline
-    from text2imagegen.model import load_pipeline
-    from text2imagegen.sample import generate, get_scheduler
-    pipe = load_pipeline(model, dtype=torch.bfloat16).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    sd = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-                                 scheduler=get_scheduler("dpm++2m", pipe), safety_checker=None, feature_extractor=None,
-                                 requires_safety_checker=False).to(device)
-    sd.set_progress_bar_config(disable=True)
-    unet, h = pipe.unet, resolution // pipe.scale_factor
-    width = pipe.text_encoder.config.hidden_size
-
-    def ours(b, n=steps):
-        return generate(pipe, prompts[:b], steps=n, guidance_scale=7.5, scheduler="dpm++2m", seed=0, batch_size=b,
-                        height=resolution, width=resolution, progress=False)
-
-    def diffusers_pipeline(b, n=steps):
-        return sd(prompts[:b], num_inference_steps=n, guidance_scale=7.5, height=resolution, width=resolution,
-                  generator=[torch.Generator("cpu").manual_seed(s) for s in range(b)]).images
-
-    @torch.no_grad()
-    def unet_alone(b, n=steps):
-        x = torch.randn(2 * b, unet.config.in_channels, h, h, device=device, dtype=torch.bfloat16)
-        states = torch.randn(2 * b, pipe.tokenizer.model_max_length, width, device=device, dtype=torch.bfloat16)
-        for t in range(n): unet(x, 999 - t, states)
-
-    rows, ways, floor = [], {"generate (project)": ours, "StableDiffusionPipeline": diffusers_pipeline, "UNet alone": unet_alone}, {}
-    for b in batches:
-        for way in ways.values(): way(b, 3); sync(device)  # warm-up: kernels chosen, memory pooled
-        best, peaks = {k: float("inf") for k in ways}, {}
-        for _ in range(2):  # interleaved; the faster of two runs each
-            for name, way in ways.items():
-                reset_memory(device); t0 = time.perf_counter()
-                way(b); sync(device)
-                best[name] = min(best[name], time.perf_counter() - t0); peaks[name] = peak_gb(device)
-        floor[b] = best["UNet alone"]
-        for name in ways:
-            rows.append(dict(task="sample", how=name, px=resolution, batch=b, it_per_s=steps / best[name], seconds=best[name],
-                             over_unet=best[name] / floor[b], peak_gb=peaks[name]))
-    if compile:  # last: the UNet object is shared, so every way above ran uncompiled
-        unet.compile()
-        for b in batches:
-            t0 = time.perf_counter(); ours(b, 3); sync(device); compile_s = time.perf_counter() - t0
-            best = float("inf")
-            for _ in range(2):
-                reset_memory(device); t0 = time.perf_counter()
-                ours(b); sync(device)
-                best = min(best, time.perf_counter() - t0)
-            rows.append(dict(task="sample", how="generate + torch.compile (t2i-sample --compile)", px=resolution, batch=b,
-                             it_per_s=steps / best, seconds=best, over_unet=best / floor[b], peak_gb=peak_gb(device), compile_s=compile_s))
-    del pipe, sd, unet; reset_memory(device)
-    return rows
 
 
 def measured(f, *args, **kwargs):
@@ -278,7 +206,8 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             for r in rows:
                 if r["px"] == px and "error" not in r and "error" not in ref: r["vs_reference"] = r["images_per_s"] / ref["images_per_s"]
             print(f"training at {px} px done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions, compile)
+        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions,
+                           torch.bfloat16, compile)
         rows += sampled if isinstance(sampled, list) else [dict(task="sample", how="all", px=sample_px, batch="-", **sampled)]
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
         result = dict(device=name, torch=torch.__version__, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)

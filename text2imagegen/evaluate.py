@@ -33,10 +33,10 @@ __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHE
            'choose_sample_defaults', 'save_sample_defaults', 'JudgeFeatures', 'InceptionFeatures', 'inception_features',
            'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap', 'kid_from_features',
            'inception_score_from_logits', 'precision_recall', 'density_coverage', 'PixelFeatures', 'CLIPImageFeatures',
-           'get_extractor', 'distribution_metrics', 'metrics_line', 'clip_score', 'validation_loss',
-           'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart', 'run_folder',
-           'eval_data', 'heldout_images', 'captioned_pairs', 'default_feature', 'evaluate_captioned',
-           'distribution_rows', 'write_summary', 'evaluate_run', 't2i_eval']
+           'get_extractor', 'distribution_metrics', 'metrics_line', 'background_speckle', 'clip_score',
+           'validation_loss', 'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure',
+           'per_prompt_chart', 'run_folder', 'eval_data', 'heldout_images', 'captioned_pairs', 'default_feature',
+           'evaluate_captioned', 'distribution_rows', 'write_summary', 'evaluate_run', 't2i_eval']
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -814,6 +814,36 @@ def metrics_line(m:dict) -> str:
     s += f", precision {m['precision']:.3f}, recall {m['recall']:.3f}, density {m['density']:.3f}, coverage {m['coverage']:.3f}"
     return s + f" — n = {m['n_real']} real / {m['n_fake']} generated, features: {m['feature']} ({m['dims']}-d)"
 
+# %% ../nbs/04_evaluate.ipynb #5b7c0a02
+def _components(mask:torch.Tensor) -> torch.Tensor:
+    "Label the 8-connected components of a (N, H, W) bool mask: each pixel gets its component's largest flat index + 1 (0: off)."
+    n, h, w = mask.shape
+    labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(n, h, w), torch.zeros(()))
+    for _ in range(h * w):  # max-propagation until nothing changes (a few dozen rounds for compact shapes)
+        grown = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * mask
+        if torch.equal(grown, labels): break
+        labels = grown
+    return labels.long()
+
+def background_speckle(images, # PIL images or a (B, 3, H, W) tensor in [-1, 1]
+                       threshold:float=24., # RGB distance from white (0–255 scale) above which a background pixel counts as speckle
+                       ink:float=96., # distance from white of object pixels
+                       min_area:int=6, # smallest object (pixels); smaller ink components are speckle, not objects
+                       margin:int=1, # pixels around each object left out of the background (antialiased edges)
+                      ) -> dict:
+    "Share of background pixels (outside the objects found by colour segmentation) farther than `threshold` from white."
+    x = (as_unit_tensor(images).float() * 255).clamp(0, 255)
+    dist = (255 - x).pow(2).sum(1).sqrt()  # (B, H, W)
+    labels = _components(dist > ink)
+    area = torch.bincount(labels.flatten(), minlength=1)
+    objects = (labels > 0) & (area[labels] >= min_area)
+    near = F.max_pool2d(objects[:, None].float(), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
+    background = ~near
+    speckled = (dist > threshold) & background
+    per_image = speckled.flatten(1).sum(1) / background.flatten(1).sum(1).clamp(min=1)
+    return dict(speckle=(speckled.sum() / background.sum().clamp(min=1)).item(), per_image=per_image.tolist(), n=len(x),
+                background_share=background.float().mean().item(), threshold=threshold)
+
 # %% ../nbs/04_evaluate.ipynb #0835588b
 def clip_score(images, # PIL images or a (B, 3, H, W) tensor in [-1, 1]
                prompts:list, # one prompt per image
@@ -1031,12 +1061,16 @@ def distribution_rows(m:dict, # from `distribution_metrics`, plus "val_loss" ({"
                       seed:int, # the seed of the images and resamples
                       val_note:str, # what the validation loss was measured on
                      ) -> list:
-    "Summary rows (metric, value, n, note) of FID, KID, IS, precision/recall, density/coverage and validation loss."
+    "Summary rows (metric, value, n, note) of FID, KID, IS, background speckle (Shapes), precision/recall, density/coverage and validation loss."
     note, n = f"n={m['n_real']}/{m['n_fake']}, {m['feature']}, seed {seed}", m["n_fake"]
     ci = f", 95% CI {m['fid_ci95'][0]:.2f}–{m['fid_ci95'][1]:.2f}" if "fid_ci95" in m else ""
     rows = [dict(metric="FID", value=f"{m['fid']:.2f}", n=n, note=note + ci),
             dict(metric="KID", value=f"{m['kid_mean']:.4f} ± {m['kid_std']:.4f}", n=n, note=note)]
     if "is_mean" in m: rows.append(dict(metric="IS", value=f"{m['is_mean']:.2f} ± {m['is_std']:.2f}", n=n, note=note))
+    if "background_speckle" in m:
+        s = m["background_speckle"]
+        rows.append(dict(metric="background speckle", value=f"{s['generated']:.4f} (real {s['real']:.4f})", n=n,
+                         note="share of background pixels > 24 from white; objects and a 1-px margin left out"))
     return rows + [dict(metric="precision / recall", value=f"{m['precision']:.3f} / {m['recall']:.3f}", n=n, note=note + ", k=3"),
                    dict(metric="density / coverage", value=f"{m['density']:.3f} / {m['coverage']:.3f}", n=n, note=note + ", k=5"),
                    dict(metric="validation loss", value=f"{m['val_loss']['val_loss']:.4f}", n=m["val_loss"]["n"], note=val_note)]
@@ -1072,6 +1106,7 @@ def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feat
         fake = [g.image for g in generate(pipe, captions, seed=seed, progress=progress, **generate_kwargs)]
         m = distribution_metrics(real.float() / 127.5 - 1, fake, feature or "judge", judge, inception_weights, bootstrap, seed)
         m["val_loss"] = shapes_validation_loss(pipe, min(n_images, 512), split, seed)
+        m["background_speckle"] = {"generated": background_speckle(fake)["speckle"], "real": background_speckle(real.float() / 127.5 - 1)["speckle"]}
         paths["distribution_json"] = out / "distribution.json"
         paths["distribution_json"].write_text(json.dumps({**m, "split": split, "seed": seed}, indent=1))
         rows += distribution_rows(m, seed, f"split {split}, fixed noise")
