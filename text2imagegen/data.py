@@ -22,8 +22,9 @@ __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS'
            'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES',
            'MAX_CAPTION_CHARS', 'IMAGE_SUFFIXES', 'describe', 'caption_for', 'render_with_boxes', 'render',
            'ShapesWorld', 'show_samples', 'shape_mask', 'position_of', 'relation_holds', 'pairs_in', 'to_rgb',
-           'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'pick_caption', 'drop_captions', 'image_problem',
-           'subset_indices', 'load_captioned', 'split_by_image', 'train_val_split', 'tuxpaint_imagefolder', 'cache_dir']
+           'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'image_size', 'pick_caption', 'drop_captions',
+           'image_problem', 'subset_indices', 'load_captioned', 'split_by_image', 'train_val_split',
+           'tuxpaint_imagefolder', 'cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -406,36 +407,60 @@ def tensor_to_pil(t:torch.Tensor, # (3, H, W) or (B, 3, H, W); float in [-1, 1] 
 
 # %% ../nbs/00_data.ipynb #9dc0589f
 class ImageTransform:
-    "PIL image -> float tensor (3, resolution, resolution) in [-1, 1]: resize shorter side, crop, maybe flip."
+    "PIL image -> float tensor (3, height, width) in [-1, 1]: resize to cover the target, crop, maybe flip."
     def __init__(self,
-                 resolution:int, # output side in pixels
+                 resolution:int|tuple, # output side in pixels, or (width, height)
                  crop:str="center", # "center" or "random"
                  flip:bool=False, # random horizontal flip with probability 0.5
                  seed:int=0, # seeds random crops and flips
                 ):
         if crop not in ("center", "random"): raise ValueError(f"Unknown crop {crop!r}; accepted: 'center', 'random'")
-        self.resolution, self.crop, self.flip = resolution, crop, flip
+        size = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution) if isinstance(resolution, (tuple, list)) else ()
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size):
+            raise ValueError(f"resolution must be a side in pixels or (width, height), each an int >= 1; got {resolution!r}")
+        self.size = (int(size[0]), int(size[1]))
+        self.resolution = self.size[0] if self.size[0] == self.size[1] else self.size  # a square target is one side
+        self.crop, self.flip = crop, flip
         self.rng = np.random.default_rng(seed)
+
+    def crop_box(self,
+                 width:int, height:int, # the (upright) image's size
+                 rng:np.random.Generator|None=None, # generator for a random crop (default: the transform's own)
+                ) -> tuple:
+        "((resized width, height), (x0, y0, x1, y1)): the image resized to cover the target, and the crop within it."
+        tw, th = self.size
+        scale = max(tw / width, th / height)
+        nw, nh = max(tw, round(width * scale)), max(th, round(height * scale))  # the size after resizing (never made: only the crop is)
+        if self.crop == "center": x0, y0 = (nw - tw) // 2, (nh - th) // 2
+        else: x0, y0 = int((rng or self.rng).integers(nw - tw + 1)), int((rng or self.rng).integers(nh - th + 1))
+        return (nw, nh), (x0, y0, x0 + tw, y0 + th)
 
     def __call__(self,
                  img:Image.Image, # any PIL image
                  rng:np.random.Generator|None=None, # generator for crop/flip (default: the transform's own)
                 ) -> torch.Tensor:
         rng = rng or self.rng
-        img, r = to_rgb(img), self.resolution
+        img = to_rgb(img)
         w, h = img.size
-        scale = r / min(w, h)
-        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))  # the size after resizing (never made: only the crop is)
-        if self.crop == "center": x0, y0 = (nw - r) // 2, (nh - r) // 2
-        else: x0, y0 = int(rng.integers(nw - r + 1)), int(rng.integers(nh - r + 1))
-        if (nw, nh) == (w, h): img = img.crop((x0, y0, x0 + r, y0 + r))
+        (nw, nh), box = self.crop_box(w, h, rng)
+        if (nw, nh) == (w, h): img = img.crop(box)
         else:  # resize just the source pixels under the crop: the work is bounded by the crop, whatever the aspect ratio
-            box = (x0 * w / nw, y0 * h / nh, (x0 + r) * w / nw, (y0 + r) * h / nh)
-            img = img.resize((r, r), Image.LANCZOS, box=box, reducing_gap=3.0)
+            img = img.resize(self.size, Image.LANCZOS, box=(box[0] * w / nw, box[1] * h / nh, box[2] * w / nw, box[3] * h / nh), reducing_gap=3.0)
         if self.flip and rng.random() < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return pil_to_tensor(img)
 
     def __repr__(self): return f"ImageTransform({self.resolution}, crop={self.crop!r}, flip={self.flip})"
+
+# %% ../nbs/00_data.ipynb #b0c4e7a5
+def image_size(src, # a PIL image, a path, raw bytes, or a datasets image dict {"bytes", "path"}
+              ) -> tuple:
+    "(width, height) of an image upright, as `to_rgb` turns it, read from its header: a file's pixels are not decoded."
+    if isinstance(src, dict): src = src.get("bytes") or src.get("path")
+    if not isinstance(src, Image.Image):
+        with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as im: return image_size(im)
+    try: orientation = Image.Image.getexif(src).get(0x0112, 1)  # the header's EXIF (a PNG's own `getexif` decodes the pixels first)
+    except Exception: orientation = 1  # unreadable EXIF: `to_rgb` keeps the pixels as stored
+    return (src.height, src.width) if orientation in (5, 6, 7, 8) else src.size
 
 # %% ../nbs/00_data.ipynb #a0f0b396
 def pick_caption(captions:list|str, # an image's captions (a single string is one caption)

@@ -27,25 +27,26 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
-                                pick_caption, drop_captions, tensor_to_pil)
+                                pick_caption, drop_captions, tensor_to_pil, image_size)
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, _pipeline_folder
 from .sample import generate, image_grid, check_params, default_size, FALLBACK_DEFAULTS
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
-           'RECIPES', 'CACHE_FORMAT', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED',
-           'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
+           'RECIPES', 'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S',
+           'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
            'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults', 'check_lora',
            'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
            'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
            'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
            'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
-           'step_generator', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss',
-           'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint',
-           'save_checkpoint', 'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run',
-           'Trainer', 'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
-           'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
-           't2i_train']
+           'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets', 'image_buckets',
+           'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target', 'min_snr_weight',
+           'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder',
+           'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log',
+           'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'make_optimizer',
+           'MicroBatches', 'resume_changes', 'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict', 'save_lora',
+           'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -81,6 +82,7 @@ class TrainConfig:
     resolution:int|None=None # image side in pixels (None: the preset's, see PRESET_TRAIN_DEFAULTS)
     crop:str="center" # `center` or `random` (random crops make latents uncacheable)
     flip:bool=False # random horizontal flips (never for the Shapes world: "left" would lie)
+    buckets:bool=False # group images by aspect ratio into buckets of about resolution**2 pixels, each batch from one bucket (validation stays square)
     shapes_pool:int=12_000 # Shapes world training images, rendered once and reused every epoch
     kind_weights:dict|None=None # training mix of Shapes scene kinds, e.g. {"single": 2, "relation": 1, "count": 1} (None: equal)
     val_size:int=256 # held-out images for the validation loss
@@ -162,9 +164,9 @@ def check_config(self:TrainConfig):
         if getattr(self, k) < 0: raise ValueError(f"{k} must be 0 (none) or positive, got {getattr(self, k)}")
     if self.num_workers < 0: raise ValueError(f"num_workers must be 0 (read batches in the training process) or more, got {self.num_workers}")
     if self.subset is not None: subset_indices(1, self.subset)  # raises with the accepted values
-    if self.data == "shapes" and (self.subset is not None or self.split is not None or self.flip):
-        raise ValueError("subset, split and flip apply to captioned image sets; the Shapes world sets its size with shapes_pool "
-                         "and is never flipped ('left' would lie)")
+    if self.data == "shapes" and (self.subset is not None or self.split is not None or self.flip or self.buckets):
+        raise ValueError("subset, split, flip and buckets apply to captioned image sets; the Shapes world sets its size with shapes_pool, "
+                         "is square (a single bucket) and is never flipped ('left' would lie)")
     if self.cache_latents and self.crop == "random":
         raise ValueError("cache_latents=True needs crop='center': a random crop is a new image every epoch "
                          "(use cache_latents=None or False to encode each batch as it is drawn)")
@@ -366,7 +368,7 @@ def image(self:ImageSet, i:int, transform:ImageTransform, rng=None) -> torch.Ten
 @patch
 def views(self:ImageSet, i:int, transform:ImageTransform) -> torch.Tensor:
     "(V, 3, H, W) uint8: image `i` centre-cropped, and its mirror image too when `transform` flips."
-    x = self.image(i, ImageTransform(transform.resolution))
+    x = self.image(i, ImageTransform(transform.size))
     return torch.stack([x, x.flip(-1)]) if transform.flip else x[None]
 
 @patch
@@ -598,7 +600,7 @@ class LatentCache:
     def __init__(self,
                  pipe, # the pipeline whose VAE encodes (none: pixel space)
                  images:ImageSet, # the images
-                 transform:ImageTransform, # resolution, centre crop, flip (both views cached)
+                 transform:ImageTransform, # size, centre crop, flip (both views cached)
                  folder:str|Path, # the cache root; this cache goes into a subfolder named by its fingerprint
                  device="cpu", dtype=torch.float32, # where and in which dtype the VAE runs
                  batch_size:int=64, # images per VAE call
@@ -606,9 +608,9 @@ class LatentCache:
                  **shards, # rank, num_processes, barrier, token: see `filled_cache`
                 ):
         if transform.crop != "center": raise ValueError("A latent cache needs crop='center': a random crop is a new image every epoch")
-        r, latent, self.encoded = transform.resolution, pipe.vae is not None, 0
+        (w, h), latent, self.encoded = transform.size, pipe.vae is not None, 0
         views = 2 if transform.flip else 1
-        shape = (len(images), views, *pipe.model_space_shape(r, r)) if latent else (len(images), views, 3, r, r)
+        shape = (len(images), views, *pipe.model_space_shape(h, w)) if latent else (len(images), views, 3, h, w)
         fp = fingerprint("latents", images_digest(images), repr(transform), module_digest(pipe.vae) if latent else "uint8 pixels", str(dtype))
         def fill(out, rows):
             loader = DataLoader(_Views(images, transform), batch_size=batch_size, sampler=rows, num_workers=num_workers)
@@ -656,6 +658,119 @@ def batch_indices(k:int, # micro-batch number since the start of the run
 def step_generator(seed:int, rank:int, k:int) -> torch.Generator:
     "The generator for noise, timesteps and caption dropout of micro-batch `k` on process `rank`."
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank, k]).generate_state(1)[0]))
+
+# %% ../nbs/02_train.ipynb #ab0c0002
+BUCKET_MAX_RATIO = 2.0  # the most elongated bucket: width / height, or height / width, at most this
+
+def bucket_step(resolution:int, # target side in pixels
+                multiple:int=8, # the model's size multiple (`pipe.size_multiple`: 8 for SD's VAE)
+               ) -> int:
+    "The step of bucket sides: about resolution / 8 (64 at 512 px), a multiple of the model's size multiple and never below it."
+    return max(multiple, resolution // 8 // multiple * multiple)
+
+def bucket_sizes(resolution:int, # target side: every bucket holds about resolution**2 pixels
+                 step:int, # bucket sides are multiples of this
+                 max_ratio:float=BUCKET_MAX_RATIO, # the most elongated bucket, either way
+                ) -> list:
+    "(width, height) of the buckets, tallest first: for each width (a multiple of `step`), the multiple of `step` nearest to resolution**2 / width."
+    if not 1 <= step <= resolution: raise ValueError(f"step must be between 1 and the resolution ({resolution}), got {step}")
+    if not max_ratio >= 1: raise ValueError(f"max_ratio must be at least 1 (1: only squares), got {max_ratio}")
+    found = set()
+    for w in range(step, int(resolution * max_ratio) + 1, step):
+        h = int(resolution**2 / w / step + 0.5) * step
+        if h >= step and max(w / h, h / w) <= max_ratio: found |= {(w, h), (h, w)}
+    if not found: raise ValueError(f"No bucket of about {resolution}x{resolution} pixels has sides that are multiples of {step} within {max_ratio}:1")
+    return sorted(found, key=lambda s: (s[0] / s[1], s[0]))
+
+def assign_buckets(sizes:list, # (width, height) of each image
+                   buckets:list, # (width, height) of each bucket
+                  ) -> list:
+    "Each image's bucket (an index into `buckets`): the nearest in log aspect ratio, the first of equally near ones."
+    if not len(sizes): return []
+    gap = np.log([w / h for w, h in sizes])[:, None] - np.log([w / h for w, h in buckets])[None]
+    return np.abs(gap).argmin(1).tolist()
+
+def group_buckets(assigned:list, # each image's bucket index (`assign_buckets`)
+                  buckets:list, # (width, height) of each bucket
+                  min_images:int=1, # the fewest images a bucket may hold: one global batch
+                 ) -> dict:
+    "{(width, height): image indices} of the buckets in use; one with fewer than `min_images` gives its images to the nearest bucket in use, smallest first."
+    groups, log_ratio = {}, [math.log(w / h) for w, h in buckets]
+    for i, b in enumerate(assigned): groups.setdefault(b, []).append(i)
+    while len(groups) > 1 and (small := [b for b in groups if len(groups[b]) < min_images]):
+        b = min(small, key=lambda c: (len(groups[c]), c))
+        into = min((c for c in groups if c != b), key=lambda c: (abs(log_ratio[c] - log_ratio[b]), c))
+        groups[into] = sorted(groups[into] + groups.pop(b))
+    return {buckets[b]: groups[b] for b in sorted(groups)}
+
+def image_buckets(sizes:list, # (width, height) of each image (`ImageSet.sizes`)
+                  resolution:int, # target side in pixels
+                  step:int, # bucket sides are multiples of this (`bucket_step`)
+                  min_images:int=1, # the fewest images a bucket may hold: one global batch
+                  max_ratio:float=BUCKET_MAX_RATIO, # the most elongated bucket, either way
+                 ) -> dict:
+    "{(width, height): image indices}: each image in the bucket nearest its aspect ratio, buckets too small for a batch merged into their neighbours."
+    grid = bucket_sizes(resolution, step, max_ratio)
+    return group_buckets(assign_buckets(sizes, grid), grid, min_images)
+
+# %% ../nbs/02_train.ipynb #ab0c0006
+@patch
+def sizes(self:ImageSet) -> list:
+    "(width, height) of each image upright, from the files' headers (nothing decoded); rendered images as stored."
+    if self.images is not None: return [(self.images.shape[-1], self.images.shape[-2])] * len(self)
+    import datasets
+    raw = self.dataset.cast_column("image", datasets.Image(decode=False))
+    return [image_size(x) for batch in raw.iter(batch_size=1024) for x in batch["image"]]
+
+class BucketLatents:
+    "One `LatentCache` per bucket, each through a transform of the bucket's (width, height); rows read by image index."
+    def __init__(self,
+                 pipe, # the pipeline whose VAE encodes (none: pixel space)
+                 images:ImageSet, # the images
+                 buckets:dict, # {(width, height): image indices} (`image_buckets`)
+                 transform:ImageTransform, # centre crop and flip (its size is each bucket's)
+                 folder:str|Path, # the cache root
+                 **kwargs, # device, dtype, batch_size, num_workers and the shards: see `LatentCache`
+                ):
+        self.caches = {size: LatentCache(pipe, images.select(idx), ImageTransform(size, transform.crop, transform.flip), folder, **kwargs)
+                       for size, idx in buckets.items()}
+        self.place = {i: (size, row) for size, idx in buckets.items() for row, i in enumerate(idx)}  # image -> (bucket, row)
+        self.encoded = sum(c.encoded for c in self.caches.values())
+
+    def __len__(self): return len(self.place)
+    def read(self, idx, views=None) -> torch.Tensor:
+        "Stored rows of images `idx`, all of one bucket, view `views` of each: see `LatentCache.read`."
+        places = [self.place[int(i)] for i in idx]
+        if len({s for s, _ in places}) != 1: raise ValueError(f"A batch comes from one bucket; images {list(map(int, idx))} are in {sorted({s for s, _ in places})}")
+        return self.caches[places[0][0]].read([r for _, r in places], views)
+
+# %% ../nbs/02_train.ipynb #ab0c000a
+def bucket_batches(buckets:dict, # {(width, height): image indices}
+                   epoch:int, # epoch number
+                   batch:int, # images per global batch (batch_size x processes)
+                   seed:int=0, # run seed
+                  ) -> list:
+    "The global batches of `epoch`, ((width, height), image indices) each: every bucket shuffled and cut into full batches, then all of them shuffled."
+    batches = []
+    for b, (size, idx) in enumerate(buckets.items()):  # (a seed key never ends in 0: SeedSequence ignores trailing zeros)
+        order = torch.as_tensor(idx)[torch.from_numpy(np.random.default_rng([seed, epoch, 1, b + 1]).permutation(len(idx)))]
+        batches += [(size, order[j * batch:(j + 1) * batch]) for j in range(len(idx) // batch)]
+    return [batches[j] for j in np.random.default_rng([seed, epoch, 2, 1]).permutation(len(batches))]
+
+def bucket_batch_indices(k:int, # micro-batch number since the start of the run
+                         buckets:dict, # {(width, height): image indices}
+                         batch_size:int, # images per process
+                         num_processes:int=1, # processes training together
+                         rank:int=0, # this process
+                         seed:int=0, # run seed
+                        ) -> tuple:
+    "(epoch, (width, height), image indices) of micro-batch `k` for process `rank`: its slice of the global batch, which every process takes from one bucket."
+    batch = batch_size * num_processes
+    per_epoch = sum(len(idx) // batch for idx in buckets.values())
+    if per_epoch == 0: raise ValueError(f"{sum(map(len, buckets.values()))} training images are fewer than one batch of {batch_size} x {num_processes} processes; lower batch_size")
+    epoch, j = divmod(k, per_epoch)
+    size, idx = bucket_batches(buckets, epoch, batch, seed)[j]
+    return epoch, size, idx[rank * batch_size:(rank + 1) * batch_size]
 
 # %% ../nbs/02_train.ipynb #2c71b60a
 def training_target(scheduler, # the DDPM noise scheduler
@@ -1007,11 +1122,13 @@ def setup_data(self:Trainer):
     self.captions = CaptionCache(self.pipe, [c for cs in self.train_set.captions + val_set.captions for c in cs], root, **shards)
     whitened = fit_text_whitening(self.pipe, self.captions, [c for cs in self.train_set.captions for c in cs])
     self.transform = ImageTransform(cfg.resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
+    self.buckets = self.bucket_images() if cfg.buckets else None
     cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
     enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
-    self.latents = LatentCache(self.pipe, self.train_set, self.transform, root, **enc) if cache else None
-    self.batches = MicroBatches(self.train_set, self.latents, self.transform, cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed)
-    val = LatentCache(self.pipe, val_set, ImageTransform(cfg.resolution), root, **enc).read(slice(None))
+    if cache and self.buckets: self.latents = BucketLatents(self.pipe, self.train_set, self.buckets, self.transform, root, **enc)
+    else: self.latents = LatentCache(self.pipe, self.train_set, self.transform, root, **enc) if cache else None
+    self.batches = MicroBatches(self.train_set, self.latents, self.transform, cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed, self.buckets)
+    val = LatentCache(self.pipe, val_set, ImageTransform(cfg.resolution), root, **enc).read(slice(None))  # square crops
     self.val_x0 = val if val.is_floating_point() else encode_images(self.pipe, val)
     n, g = len(val_set), torch.Generator().manual_seed(cfg.seed + 1)
     self.val_noise = torch.randn(self.val_x0.shape, generator=g)
@@ -1021,10 +1138,34 @@ def setup_data(self:Trainer):
     if cfg.val_prompts is None: cfg.val_prompts = list(DEFAULT_VAL_PROMPTS) if cfg.data == "shapes" else self.examples[0]
     self.check_sampling()
     self.data_digest = fingerprint(images_digest(self.train_set), self.train_set.captions, list(self.heldout.ids))
+    buckets = f"; buckets (width x height: images) {', '.join(f'{w}x{h}: {len(i)}' for (w, h), i in self.buckets.items())}" if self.buckets else ""
     if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the validation loss), "
                            f"{len(self.captions)} unique captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; "
                            f"caches in {root} ({self.captions.encoded} captions, {self.latents.encoded if cache else 0} images encoded "
-                           f"here; latents {'cached' if cache else 'computed per step'}) ({time.time() - self.t_start:.0f} s)")
+                           f"here; latents {'cached' if cache else 'computed per step'}){buckets} ({time.time() - self.t_start:.0f} s)")
+
+# %% ../nbs/02_train.ipynb #ab0c0012
+@patch
+def bucket_images(self:Trainer) -> dict:
+    "{(width, height): training image indices}: the images by aspect ratio, each bucket a global batch or more."
+    cfg = self.config
+    self.image_sizes, self.bucket_step = self.train_set.sizes(), bucket_step(cfg.resolution, self.pipe.size_multiple)
+    return image_buckets(self.image_sizes, cfg.resolution, self.bucket_step, cfg.batch_size * self.accelerator.num_processes)
+
+@patch
+def write_buckets(self:Trainer) -> Path:
+    "Record the buckets (`buckets.json`): each bucket's size and images, each training image's size, bucket, resized size and crop box."
+    cfg, batch = self.config, self.config.batch_size * self.accelerator.num_processes
+    record = dict(resolution=cfg.resolution, step=self.bucket_step, max_ratio=BUCKET_MAX_RATIO, global_batch=batch, crop=cfg.crop,
+                  buckets=[dict(size=list(size), images=len(idx), batches_per_epoch=len(idx) // batch) for size, idx in self.buckets.items()],
+                  images={})
+    for size, idx in self.buckets.items():
+        for i in idx:  # a random crop is drawn anew every epoch: no box
+            resized, box = ImageTransform(size).crop_box(*self.image_sizes[i])
+            record["images"][self.train_set.ids[i]] = dict(size=list(self.image_sizes[i]), bucket=list(size), resized=list(resized),
+                                                           crop=list(box) if cfg.crop == "center" else None)
+    _write_text(self.run_dir/"buckets.json", json.dumps(record))
+    return self.run_dir/"buckets.json"
 
 # %% ../nbs/02_train.ipynb #8950dbd2
 @patch
@@ -1097,12 +1238,10 @@ FINAL_RESERVE_S = 30 # seconds a `max_minutes` cap keeps for the final validatio
 
 @patch
 def planned_steps(self:Trainer) -> int:
-    "Total optimizer steps, from max_steps or epochs."
-    cfg, acc = self.config, self.accelerator
+    "Total optimizer steps, from max_steps or epochs (full micro-batches per epoch: of each bucket, with buckets)."
+    cfg = self.config
     if cfg.max_steps: total = cfg.max_steps
-    else:
-        per_epoch = len(self.train_set) // (cfg.batch_size * acc.num_processes)
-        total = max(1, cfg.epochs * per_epoch // cfg.grad_accum)
+    else: total = max(1, cfg.epochs * self.batches.per_epoch // cfg.grad_accum)
     self.make_lr_scheduler(total)
     return total
 
@@ -1115,16 +1254,22 @@ def main_value(self:Trainer, x:float) -> float:
 # %% ../nbs/02_train.ipynb #a3d8deef
 class MicroBatches(Dataset):
     "Micro-batch `k` of one process: (epoch, image indices, stored rows or uint8 images), for a DataLoader."
-    def __init__(self, images:ImageSet, latents:LatentCache|None, transform:ImageTransform, batch_size:int,
-                 num_processes:int=1, rank:int=0, seed:int=0):
-        self.images, self.latents, self.transform, self.seed = images, latents, transform, seed
-        self.order = dict(n=len(images), batch_size=batch_size, num_processes=num_processes, rank=rank, seed=seed)
+    def __init__(self, images:ImageSet, latents:LatentCache|BucketLatents|None, transform:ImageTransform, batch_size:int,
+                 num_processes:int=1, rank:int=0, seed:int=0,
+                 buckets:dict|None=None, # {(width, height): image indices}: each micro-batch from one bucket (None: square crops)
+                ):
+        self.images, self.latents, self.transform, self.seed, self.buckets = images, latents, transform, seed, buckets
+        self.order = dict(batch_size=batch_size, num_processes=num_processes, rank=rank, seed=seed)
+        self.per_epoch = (sum(len(idx) // (batch_size * num_processes) for idx in buckets.values()) if buckets
+                          else len(images) // num_processes // batch_size)  # micro-batches per epoch
+        self.transforms = {size: ImageTransform(size, transform.crop, transform.flip) for size in buckets or {}}
     def __len__(self): return 2**62  # micro-batches never run out: the trainer decides when to stop
     def __getitem__(self, k):
-        epoch, idx = batch_indices(k, **self.order)
+        if self.buckets: epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order); transform = self.transforms[size]
+        else: (epoch, idx), transform = batch_indices(k, len(self.images), **self.order), self.transform
         if self.latents is not None:
-            return epoch, idx, self.latents.read(idx, flip_views(idx, epoch, self.seed) if self.transform.flip else None)
-        return epoch, idx, torch.stack([self.images.image(i, self.transform, np.random.default_rng([self.seed, epoch, i])) for i in idx.tolist()])
+            return epoch, idx, self.latents.read(idx, flip_views(idx, epoch, self.seed) if transform.flip else None)
+        return epoch, idx, torch.stack([self.images.image(i, transform, np.random.default_rng([self.seed, epoch, i])) for i in idx.tolist()])
 
 @patch
 def batch_inputs(self:Trainer, k:int) -> tuple:
@@ -1266,7 +1411,7 @@ def load_trained_weights(self:Trainer, weights:dict):
 # %% ../nbs/02_train.ipynb #803f6e7c
 RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
                 "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
-                "crop", "flip", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",  # its order, the EMA and optimizer in the checkpoint
+                "crop", "flip", "buckets", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",  # its order, the EMA and optimizer in the checkpoint
                 "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")  # the adapters in the checkpoint
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
 
@@ -1322,7 +1467,7 @@ def after_step(self:Trainer, loss:float, images_per_s:float, last:bool):
     validate = step % cfg.val_every == 0 or last
     val = self.val_loss() if validate else None
     if self.is_main:
-        epoch = self.micro_batch / max(1, len(self.train_set) // self.accelerator.num_processes // cfg.batch_size)
+        epoch = self.micro_batch / max(1, self.batches.per_epoch)
         self.log.write(_log_line(dict(step=step, epoch=epoch, loss=loss, val_loss=val, lr=self.lr_scheduler.get_last_lr()[0],
                                       images_per_s=images_per_s)))
         self.log.flush()
@@ -1358,6 +1503,7 @@ def fit(self:Trainer) -> Path:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
+            if self.buckets: self.write_buckets()
             if self.sources: _write_text(self.run_dir/"config_sources.json", json.dumps(self.sources, indent=2))
             self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
             if self.resumed:
