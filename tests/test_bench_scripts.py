@@ -26,3 +26,19 @@ def test_gpu_sd15_smoke(tmp_path):
     assert all(r["it_per_s"] > 0 for r in sample.values())
     assert all(sample[("UNet alone", b)]["over_unet"] == 1 for b in (1, 2))
     assert "| task | how | px | batch | speed |" in proc.stdout and f"JSON: {out}" in proc.stdout
+
+
+def test_lora_vs_full_smoke(tmp_path):
+    "`bench/lora_vs_full.py` at toy size: one JSON row per configuration, LoRA trains fewer parameters, every time and peak is measured."
+    out = tmp_path / "lora_vs_full.json"
+    proc = subprocess.run([sys.executable, "bench/lora_vs_full.py", "--channels", "32", "--resolution", "32", "--batch", "2",
+                           "--warmup", "1", "--steps", "1", "--rounds", "1", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["how"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["full fine-tuning", "LoRA r4", "LoRA r16"]
+    full = rows["full fine-tuning"]
+    assert rows["LoRA r4"]["trainable"] < rows["LoRA r16"]["trainable"] < full["trainable"]
+    assert all(r["seconds_per_step"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert rows["LoRA r4"]["trainable_vs_full"] == rows["LoRA r4"]["trainable"] / full["trainable"]
+    assert "| training | trainable params |" in proc.stdout and f"JSON: {out}" in proc.stdout

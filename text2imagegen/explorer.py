@@ -13,11 +13,12 @@ import ipywidgets as widgets
 from fastcore.basics import patch
 from PIL import Image
 
-from .model import load_pipeline
+from .model import LORA_WEIGHTS, load_lora, load_pipeline, lora_file
 from .sample import FALLBACK_DEFAULTS, SCHEDULERS, generate, get_scheduler
 
 # %% auto #0
-__all__ = ['explorer_defaults', 'png_bytes', 'image_widget', 'describe', 'error_html', 'PromptExplorer']
+__all__ = ['explorer_defaults', 'png_bytes', 'image_widget', 'adapter_name', 'lora_label', 'describe', 'error_html',
+           'lora_choices', 'PromptExplorer']
 
 # %% ../nbs/05_explorer.ipynb #2604c291
 def explorer_defaults(pipeline) -> dict:
@@ -43,17 +44,34 @@ def image_widget(img:Image.Image, # The image to show
 _STYLE = "<style>.t2i-pixelated img, img.t2i-pixelated {image-rendering: pixelated;} .t2i-error {color: #b00020;}</style>"
 
 # %% ../nbs/05_explorer.ipynb #3c9451a9
+def adapter_name(path:str) -> str:
+    "A short name for a LoRA adapter file: its run folder's name, else its folder's or its own."
+    p = Path(path)
+    if p.name != LORA_WEIGHTS: return p.stem
+    return p.parent.parent.name if p.parent.name == "lora" else p.parent.name
+
+def lora_label(params:dict) -> str:
+    "The LoRA adapters and weights of a generation's parameters, as ` · LoRA name ×weight` each ('' without)."
+    return "".join(f" · LoRA {adapter_name(p)} ×{s:g}" for p, s in zip(params.get("lora") or [], params.get("lora_scale") or []))
+
 def describe(params:dict, # `Generated.params` of the first image, plus `n_images`
             ) -> str:
     "One line summing up the settings of a generation."
     neg = f' / not "{params["negative_prompt"]}"' if params.get("negative_prompt") else ""
     return (f'"{params["prompt"]}"{neg} · {params["scheduler"]} · {params["steps"]} steps · '
-            f'guidance {params["guidance_scale"]:g} · seed {params["seed"]} · {params.get("n_images", 1)} image(s)')
+            f'guidance {params["guidance_scale"]:g} · seed {params["seed"]} · {params.get("n_images", 1)} image(s){lora_label(params)}')
 
 # %% ../nbs/05_explorer.ipynb #b82ae524
 def error_html(e:Exception) -> str:
     "A one-line HTML message for `e`, with its type and message and no traceback."
     return f'<div class="t2i-error"><b>{type(e).__name__}</b>: {html.escape(str(e))}</div>'
+
+# %% ../nbs/05_explorer.ipynb #5a1e0c02
+def lora_choices(model, # the explorer's model: a run or pipeline folder, a hub id or a pipeline
+                ) -> list:
+    "Run folders beside the folder `model` (itself included) that hold a LoRA adapter (`lora/pytorch_lora_weights.safetensors`)."
+    if not isinstance(model, (str, Path)) or not Path(model).expanduser().is_dir(): return []
+    return sorted(str(f.parent.parent) for f in Path(model).expanduser().parent.glob(f"*/lora/{LORA_WEIGHTS}"))
 
 # %% ../nbs/05_explorer.ipynb #2367a77d
 class PromptExplorer(widgets.VBox):
@@ -63,6 +81,7 @@ class PromptExplorer(widgets.VBox):
                  n_images:int=4,         # Initial number of images per generation (1-16)
                  image_size:int=128,     # Displayed size of each image in pixels
                  seed:int=0,             # Seed of the "random" button's own generator, so its picks are reproducible too
+                 adapters:list|None=None, # LoRA adapters the picker offers (None: the run folders beside a run folder given that hold one)
                 ):
         super().__init__()
         p = pipeline_or_run_folder
@@ -80,6 +99,14 @@ class PromptExplorer(widgets.VBox):
         self.seed = W.IntText(value=0, description="Seed", layout=W.Layout(width="220px"))
         self.random_seed = W.Button(description="random", tooltip="Pick a random seed", layout=W.Layout(width="80px"))
         self.n_images = W.IntSlider(value=n_images, min=1, max=16, description="Images")
+        loaded = getattr(self.pipeline, "lora_adapters", None) or []  # adapters the pipeline came with
+        scale = loaded[0]["scale"] if loaded else 1.0
+        self.lora = W.Combobox(value=", ".join(a["path"] for a in loaded), options=lora_choices(p) if adapters is None else [str(a) for a in adapters],
+                               placeholder="run folder, adapter folder or .safetensors (empty: none)", description="LoRA",
+                               ensure_option=False, continuous_update=False, layout=W.Layout(width="60%"))
+        self.lora_scale = W.FloatSlider(value=scale, min=min(0, scale), max=max(1.5, scale), step=0.05, description="LoRA scale",
+                                        continuous_update=False)
+        self._lora = (tuple(a["path"] for a in loaded), scale)  # (adapter paths, weight) the pipeline has
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="Progress")
         self.status = W.HTML()
@@ -87,8 +114,9 @@ class PromptExplorer(widgets.VBox):
         self.history_box = W.VBox()
         self.random_seed.on_click(lambda _: self.pick_random_seed())
         self.generate_button.on_click(lambda _: self.run())
+        for w in (self.lora, self.lora_scale): w.observe(lambda _: self.lora_changed(), "value")
         self.children = [W.HTML(_STYLE), self.prompt, self.negative_prompt,
-                         W.HBox([self.scheduler, self.n_images]), W.HBox([self.steps, self.guidance_scale]),
+                         W.HBox([self.scheduler, self.n_images]), W.HBox([self.steps, self.guidance_scale]), W.HBox([self.lora, self.lora_scale]),
                          W.HBox([self.seed, self.random_seed]), W.HBox([self.generate_button, self.progress]),
                          self.status, self.images, W.HTML("<b>History</b> (click to restore)"), self.history_box]
 
@@ -107,6 +135,42 @@ def restore(self:PromptExplorer, params:dict): # Parameters of a generation (as 
     self.scheduler.value, self.steps.value = params["scheduler"], params["steps"]
     self.guidance_scale.value, self.seed.value = params["guidance_scale"], params["seed"]
     self.n_images.value = params.get("n_images", self.n_images.value)
+    if params.get("lora_scale"):
+        scale = params["lora_scale"][0]
+        self.lora_scale.min, self.lora_scale.max = min(self.lora_scale.min, scale), max(self.lora_scale.max, scale)
+        self.lora_scale.value = scale
+    self.lora.value = ", ".join(params.get("lora") or [])
+
+# %% ../nbs/05_explorer.ipynb #5a1e0c05
+@patch
+def apply_lora(self:PromptExplorer):
+    "Give the pipeline the picker's adapters (none when empty) at the slider's weight, unless it has them; raises on a bad path."
+    paths, scale = tuple(p.strip() for p in self.lora.value.split(",") if p.strip()), self.lora_scale.value
+    if (paths, scale) == self._lora: return
+    pipe, unet = self.pipeline, self.pipeline.unet
+    if paths == self._lora[0]:  # a new weight
+        if paths: unet.set_adapters(list(unet.peft_config), weights=[scale] * len(unet.peft_config))
+        for a in getattr(pipe, "lora_adapters", None) or []: a["scale"] = float(scale)
+    else:
+        for p in paths: lora_file(p)  # a bad path raises here, the adapters in use untouched
+        if getattr(unet, "peft_config", None): unet.unload_lora()
+        pipe.lora_adapters, self._lora = [], ((), scale)
+        try:
+            if paths: load_lora(pipe, list(paths), scale)
+        except Exception:
+            if getattr(unet, "peft_config", None): unet.unload_lora()  # nothing half-loaded stays
+            pipe.lora_adapters = []
+            raise
+    self._lora = (paths, scale)
+
+@patch
+def lora_changed(self:PromptExplorer):
+    "The picker's and slider's observer: apply them, and say which adapters the next images use, or why none could be loaded."
+    try: self.apply_lora()
+    except Exception as e: self.status.value = error_html(e); return
+    adapters = getattr(self.pipeline, "lora_adapters", None) or []
+    label = lora_label(dict(lora=[a["path"] for a in adapters], lora_scale=[a["scale"] for a in adapters])).removeprefix(" · ")
+    self.status.value = f"Next images: {label or 'no LoRA (the base model)'}"
 
 # %% ../nbs/05_explorer.ipynb #5ff60f4a
 @patch
@@ -137,6 +201,7 @@ def run(self:PromptExplorer) -> list:
     hook = self.pipeline.unet.register_forward_hook(self._step_done)
     try:
         if not s["prompt"]: raise ValueError("Enter a prompt (for example: a large red circle on the left)")
+        self.apply_lora()  # the picker's adapters, or its error
         self.progress.max = self._unet_calls(s)
         t0 = time.perf_counter()
         results = generate(self.pipeline, [s["prompt"]] * s["n_images"], negative_prompt=s["negative_prompt"],
@@ -161,7 +226,7 @@ def show(self:PromptExplorer, results:list, seconds:float): # `Generated` images
     self.images.children = [widgets.VBox([image_widget(r.image, self.image_size),
                                           widgets.HTML(f'<small>seed {r.params["seed"]}</small>')]) for r in results]
     n = len(results)
-    self.status.value = f"{n} image{'s'[:n != 1]} in {seconds:.2f} s ({seconds / max(n, 1):.2f} s per image)"
+    self.status.value = f"{n} image{'s'[:n != 1]} in {seconds:.2f} s ({seconds / max(n, 1):.2f} s per image){lora_label(results[0].params) if results else ''}"
 
 # %% ../nbs/05_explorer.ipynb #8ecd0349
 @patch

@@ -37,16 +37,17 @@ __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES'
            'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
            'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults', 'check_lora',
            'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
-           'freeze_encoders', 'frozen_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
-           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
-           'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
-           'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets', 'image_buckets',
-           'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target', 'min_snr_weight',
-           'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder',
-           'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log',
-           'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'make_optimizer',
-           'MicroBatches', 'resume_changes', 'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict', 'save_lora',
-           'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
+           'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images',
+           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
+           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
+           'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
+           'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target',
+           'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors',
+           'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
+           'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer',
+           'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
+           'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
+           't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -341,10 +342,22 @@ def freeze_encoders(pipe, # a Text2ImagePipeline
     return pipe
 
 # %% ../nbs/02_train.ipynb #d3dba16f
-def frozen_originals(pipe) -> dict:
-    "CPU copies of the text encoder's and VAE's weights, to restore before saving."
-    parts = {n: getattr(pipe, n, None) for n in ("text_encoder", "vae")}
-    return {n: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for n, m in parts.items() if m is not None}
+def frozen_originals(pipe, # a Text2ImagePipeline
+                     parts=("text_encoder", "vae"), # the frozen parts to keep (a LoRA run adds "unet": its base)
+                    ) -> dict:
+    "CPU copies of the weights of the frozen `parts`, to restore before saving."
+    found = {n: getattr(pipe, n, None) for n in parts}
+    return {n: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for n, m in found.items() if m is not None}
+
+def restore_originals(pipe, # the pipeline the copies came from
+                      originals:dict, # `frozen_originals`' copies
+                     ):
+    "Put the copies back, in fp32; LoRA adapters added since stay as they are."
+    for name, state in originals.items():
+        part = getattr(pipe, name).to(torch.float32)
+        own = {k.replace(".base_layer", ""): k for k in part.state_dict() if ".lora_" not in k}  # (peft's name of an adapted layer)
+        missing = part.load_state_dict({own[k]: v for k, v in state.items()}, strict=False).missing_keys
+        if any(".lora_" not in k for k in missing): raise RuntimeError(f"{name}: no original weights for {missing[:3]}")
 
 # %% ../nbs/02_train.ipynb #f84b1959
 @dataclass
@@ -1073,7 +1086,8 @@ class Trainer:
             if config.prediction_type is None:  # recorded: the model's own
                 config.prediction_type = self.pipe.scheduler.config.prediction_type
                 if self.sources: self.sources["prediction_type"] = "model"
-            self.originals = frozen_originals(self.pipe) if self.dtype != torch.float32 else {}
+            frozen = ("text_encoder", "vae") + (("unet",) if config.lora_rank else ())  # a LoRA run freezes the UNet base too
+            self.originals = frozen_originals(self.pipe, frozen) if self.dtype != torch.float32 else {}
             freeze_encoders(self.pipe, self.device, self.dtype)
             self.scheduler = noise_scheduler(self.pipe)
             self.timestep_weights = timestep_weights(self.scheduler.config.num_train_timesteps, config.timestep_bias,
@@ -1206,7 +1220,7 @@ def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
 def setup_training(self:Trainer):
     "UNet (or its LoRA adapters; gradient checkpointing if asked), optimizer, EMA of the trained parameters (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
     cfg, unet = self.config, self.pipe.unet
-    if cfg.lora_rank: self.trainable = add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)  # base frozen
+    if cfg.lora_rank: self.trainable = add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, self.dtype)  # base frozen
     else: self.trainable = list(unet.requires_grad_(True).parameters())
     unet.train()
     if cfg.gradient_checkpointing: unet.enable_gradient_checkpointing()
@@ -1564,7 +1578,7 @@ def stop(self:Trainer) -> Path:
 @patch
 def save_model(self:Trainer, folder:Path) -> Path:
     "Atomically save the pipeline in diffusers format: EMA UNet weights, frozen parts in their original precision; a LoRA run also saves `lora/`."
-    for name, state in self.originals.items(): getattr(self.pipe, name).to(torch.float32).load_state_dict(state)
+    restore_originals(self.pipe, self.originals)
     with self.ema_weights() as unet:
         if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained)
         save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya)
@@ -1614,15 +1628,18 @@ def add_lora(unet, # the UNet: frozen, then given adapters
              alpha:float|None=None, # scaling numerator (None: the rank)
              dropout:float=0.0, # dropout on the adapters' input
              targets=("to_q", "to_k", "to_v", "to_out.0"), # module names (suffixes) that get adapters
+             base_dtype:torch.dtype=torch.float32, # dtype of the frozen base weights: the compute dtype under mixed precision
             ) -> list:
-    "Freeze `unet` and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
+    "Freeze `unet` (its weights in `base_dtype`) and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
     names = [n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this UNet; accepted: "
                                  f"{', '.join(sorted({n.split('.')[-1] if not n.split('.')[-1].isdigit() else '.'.join(n.split('.')[-2:]) for n in names}))}")
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, init_lora_weights="gaussian", target_modules=list(targets)))
-    cast_training_params(unet, dtype=torch.float32)
+    for t in (*unet.parameters(), *unet.buffers()):  # the base in the compute dtype: autocast need not cast it at every step
+        if t.is_floating_point() and not t.requires_grad: t.data = t.data.to(base_dtype)
+    cast_training_params(unet, dtype=torch.float32)  # the adapters train in fp32
     return [p for p in unet.parameters() if p.requires_grad]
 
 # %% ../nbs/02_train.ipynb #d0bfa3ce
