@@ -8,11 +8,12 @@ Training (bf16 mixed precision, AdamW, no EMA, the same batch in every row), at 
 - `reference`: what diffusers' `train_text_to_image.py` does every step: tokenize and CLIP-encode the captions,
   VAE-encode the images (already decoded, on the GPU), noise, UNet forward and backward, AdamW step.
 - `trainer`: the project's `Trainer.train_step`, caption states and latents read from its disk caches; also with
-  gradient checkpointing, and with LoRA adapters (rank 4, attention projections) instead of the full UNet.
+  gradient checkpointing, with aspect-ratio buckets (the 4:3 images train at 576x448 instead of 512x512 crops), and
+  with LoRA adapters (rank 4, attention projections) instead of the full UNet.
 Sampling at 512 px, 50 steps, guidance 7.5, DPM++ 2M, bf16 weights, batch 1 and 8: the project's `generate` against
 diffusers' `StableDiffusionPipeline` built on the same component objects, and the UNet alone (50 batched
 classifier-free-guidance forwards, no text encoding, scheduler or decoding) as the floor of both; then `generate`
-with the UNet compiled by `torch.compile`, as `t2i-sample --compile` does (with --compile).
+with the UNet compiled by `torch.compile`, as `t2i-sample --compile` does (with --compile; the largest batch only).
 
 Prints one table and writes JSON.
 
@@ -197,18 +198,25 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             rows.append(dict(task="train", how="reference (encode VAE + CLIP every step)", px=px, batch=batch, **ref))
             ways = {"trainer (cached latents + captions)": {},
                     "trainer + gradient checkpointing": dict(gradient_checkpointing=True),
+                    "trainer + aspect-ratio buckets": dict(buckets=True),
                     "trainer + LoRA r4": dict(lora_rank=4, lr=1e-4),
                     "trainer + LoRA r4 + gradient checkpointing": dict(lora_rank=4, lr=1e-4, gradient_checkpointing=True)}
             for how, settings in ways.items():
-                if "LoRA" in how and px != sizes[-1]: continue
+                if ("LoRA" in how or "buckets" in how) and px != sizes[-1]: continue
                 rows.append(dict(task="train", how=how, px=px, batch=batch,
                                  **measured(trainer_row, model, data, work, px, batch, device, warmup, steps, **settings)))
             for r in rows:
                 if r["px"] == px and "error" not in r and "error" not in ref: r["vs_reference"] = r["images_per_s"] / ref["images_per_s"]
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))  # kept if a later part is cut short
             print(f"training at {px} px done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions,
-                           torch.bfloat16, compile)
+        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions, torch.bfloat16)
         rows += sampled if isinstance(sampled, list) else [dict(task="sample", how="all", px=sample_px, batch="-", **sampled)]
+        Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))
+        if compile:  # the largest batch only: compiling takes a minute or more per shape
+            compiled = measured(sampling_rows, model, sample_px, [2 if smoke else 8], sample_steps, device, captions, torch.bfloat16, True)
+            rows += [r for r in compiled if "compile" in r["how"]] if isinstance(compiled, list) else [
+                dict(task="sample", how="generate + torch.compile", px=sample_px, batch="-", **compiled)]
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
         result = dict(device=name, torch=torch.__version__, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
