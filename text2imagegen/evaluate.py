@@ -36,7 +36,7 @@ __all__ = ['COLOURS', 'JUDGE_HEADS', 'JUDGE_KIND_WEIGHTS', 'JUDGE_RECIPE', 'ADHE
            'get_extractor', 'distribution_metrics', 'metrics_line', 'background_speckle', 'clip_score',
            'validation_loss', 'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure',
            'per_prompt_chart', 'run_folder', 'eval_data', 'heldout_images', 'captioned_pairs', 'default_feature',
-           'evaluate_captioned', 'distribution_rows', 'write_summary', 'evaluate_run', 't2i_eval']
+           'evaluate_captioned', 'distribution_rows', 'write_summary', 'evaluate_run', 't2i_eval', 'results_markdown']
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -1207,3 +1207,20 @@ def t2i_eval(
     print(res["table"]); print("\n".join(n for n in res["notes"] if not n.startswith("![")))
     print(f"reports and figures written to {res['paths']['summary'].parent}")
     return res
+
+# %% ../nbs/04_evaluate.ipynb #7e5a1c02
+def results_markdown(eval_dir:str|Path, # a folder `t2i-eval` wrote (adherence.json, and distribution.json if run)
+                    ) -> str:
+    "The adherence goals (score, target, n) and the background speckle of a `t2i-eval` report, as markdown."
+    eval_dir = Path(eval_dir)
+    report = json.loads((eval_dir / "adherence.json").read_text())
+    s, cats = report["settings"], report["categories"]
+    lines = [f"At guidance {s['guidance_scale']:g} ({s['scheduler']}, {s['steps']} steps), {s['prompts']} prompts × {s['n_per_prompt']} images:", "",
+             "| prompts | score | target | n |", "|---|---|---|---|"]
+    lines += [f"| {name} | {t['score']:.3f} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} |" for name, t in report["targets"].items()]
+    if (eval_dir / "distribution.json").is_file():
+        d = json.loads((eval_dir / "distribution.json").read_text())
+        b = d.get("background_speckle")
+        if b: lines += ["", f"Background speckle (share of background pixels visibly off white): {b['generated']:.4f} generated, "
+                              f"{b['real']:.4f} on real renders; FID {d['fid']:.1f} against {d['n_real']} real renders ({d['feature']})."]
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from .model import LORA_WEIGHTS, load_lora, load_pipeline, lora_file
 from .sample import FALLBACK_DEFAULTS, SCHEDULERS, generate, get_scheduler
 
 # %% auto #0
-__all__ = ['explorer_defaults', 'png_bytes', 'image_widget', 'adapter_name', 'lora_label', 'describe', 'error_html',
+__all__ = ['explorer_defaults', 'png_bytes', 'image_widget', 'adapter_name', 'lora_label', 'params_label', 'error_html',
            'lora_choices', 'PromptExplorer']
 
 # %% ../nbs/05_explorer.ipynb #2604c291
@@ -54,7 +54,7 @@ def lora_label(params:dict) -> str:
     "The LoRA adapters and weights of a generation's parameters, as ` · LoRA name ×weight` each ('' without)."
     return "".join(f" · LoRA {adapter_name(p)} ×{s:g}" for p, s in zip(params.get("lora") or [], params.get("lora_scale") or []))
 
-def describe(params:dict, # `Generated.params` of the first image, plus `n_images`
+def params_label(params:dict, # `Generated.params` of the first image, plus `n_images`
             ) -> str:
     "One line summing up the settings of a generation."
     neg = f' / not "{params["negative_prompt"]}"' if params.get("negative_prompt") else ""
@@ -235,7 +235,7 @@ def _add_history(self:PromptExplorer, s:dict, results:list, seconds:float):
     params = {**results[0].params, "n_images": len(results), "negative_prompt": s["negative_prompt"]}
     entry = dict(params=params, results=results, seconds=seconds)
     self.history.insert(0, entry)
-    button = widgets.Button(description=describe(params), tooltip=repr(params), layout=widgets.Layout(width="auto"))
+    button = widgets.Button(description=params_label(params), tooltip=repr(params), layout=widgets.Layout(width="auto"))
     def _restore(_): self.restore(params); self.show(results, seconds)
     button.on_click(_restore)
     self.history_box.children = (widgets.HBox([image_widget(results[0].image, 40), button]),) + self.history_box.children

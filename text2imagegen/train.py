@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast
 from diffusers import DDPMScheduler, StableDiffusionPipeline
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import get_scheduler as get_lr_scheduler
 from diffusers.training_utils import EMAModel, compute_snr, cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
 from fastcore.basics import patch
@@ -28,13 +28,13 @@ from tqdm.auto import tqdm
 
 from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
                                 pick_caption, drop_captions, tensor_to_pil, image_size)
-from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, _pipeline_folder
+from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, _pipeline_folder
 from .sample import generate, image_grid, check_params, default_size, FALLBACK_DEFAULTS
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
-           'RECIPES', 'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S',
-           'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
+__all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
+           'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED',
+           'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
            'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults', 'check_lora',
            'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
            'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images',
@@ -51,7 +51,6 @@ __all__ = ['SCHEDULES', 'PREDICTION_TYPES', 'MIXED_PRECISION', 'TIMESTEP_BIASES'
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_BIASES = ("none", "later", "earlier")
 PRESET_TRAIN_DEFAULTS = {  # what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
@@ -1244,7 +1243,7 @@ def ema_step(self:Trainer):
 def make_lr_scheduler(self:Trainer, total:int|None, last_step:int=0):
     "Warmup then cosine/constant/linear decay over `total` steps (a provisional total while it is unknown)."
     name = {"constant": "constant_with_warmup"}.get(self.config.lr_schedule, self.config.lr_schedule)
-    self.lr_scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=self.config.warmup_steps,
+    self.lr_scheduler = get_lr_scheduler(name, self.optimizer, num_warmup_steps=self.config.warmup_steps,
                                       num_training_steps=total or 10**9, last_epoch=last_step - 1)
 
 # %% ../nbs/02_train.ipynb #97fae39b
