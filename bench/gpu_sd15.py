@@ -5,8 +5,8 @@ random weights and is saved as a pipeline folder, which every row loads as a use
 memory do not depend on the weights' values. Data: landscape 640x480 JPEGs with captions, in an imagefolder.
 
 Training (bf16 mixed precision, AdamW, no EMA, the same batch in every row), at 256 and 512 px:
-- `reference`: what diffusers' `train_text_to_image.py` does every step: tokenize and CLIP-encode the captions,
-  VAE-encode the images (already decoded, on the GPU), noise, UNet forward and backward, AdamW step.
+- `reference`: what diffusers' `train_text_to_image.py` does every step (`bench/train_throughput.py`'s reference):
+  tokenize and CLIP-encode the captions, VAE-encode the images (already decoded, on the GPU), UNet step, AdamW.
 - `trainer`: the project's `Trainer.train_step`, caption states and latents read from its disk caches; also with
   gradient checkpointing, with aspect-ratio buckets (the 4:3 images train at 576x448 instead of 512x512 crops), and
   with LoRA adapters (rank 4, attention projections) instead of the full UNet.
@@ -25,11 +25,10 @@ import json, os, shutil, tempfile, time, traceback
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import numpy as np, torch
-import torch.nn.functional as F
+import torch
 from fastcore.script import call_parse
-from PIL import Image
-from sample_overhead import peak_gb, reset_memory, sampling_rows, sync  # bench/, beside this script
+from sample_overhead import reset_memory, sampling_rows  # bench/, beside this script
+from train_throughput import reference_row, trainer_row, write_images
 
 
 def sd15_architecture():
@@ -47,95 +46,6 @@ def sd15_architecture():
     preset = PIPELINE_PRESETS["sd15"]
     return Text2ImagePipeline(unet=make_unet("sd15"), scheduler=make_scheduler(**preset["scheduler"]), text_encoder=text,
                               tokenizer=tok, vae=vae, sample_defaults=preset["sample_defaults"])
-
-
-def write_images(folder:Path, n:int, size:tuple) -> list:
-    "`n` smooth random landscape JPEGs with captions in an imagefolder (metadata.jsonl); returns the captions."
-    rng, captions = np.random.default_rng(0), []
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "metadata.jsonl", "w") as meta:
-        for k in range(n):
-            small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-            Image.fromarray(small).resize(size, Image.BICUBIC).save(folder / f"{k:05d}.jpg", quality=90)
-            captions.append(f"a photo of a {['red', 'green', 'blue'][k % 3]} {['circle', 'square', 'triangle'][k // 3 % 3]} number {k}")
-            meta.write(json.dumps({"file_name": f"{k:05d}.jpg", "text": captions[-1]}) + "\n")
-    return captions
-
-
-def first_images(data:str|Path, n:int, resolution:int) -> list:
-    "The first `n` training images of `data` (an imagefolder, or `shapes`) as PIL images."
-    if data == "shapes":
-        from text2imagegen.data import ShapesWorld
-        world = ShapesWorld(resolution=resolution)
-        return [world[i]["image"] for i in range(n)]
-    return [Image.open(f) for f in sorted(Path(data).glob("*.jpg"))[:n]]
-
-
-def timed_steps(step, device, warmup:int, steps:int) -> float:
-    "Seconds per call of `step` after `warmup` calls; peak memory counts from the first warm-up call."
-    reset_memory(device)
-    for _ in range(warmup): step()
-    sync(device); t0 = time.perf_counter()
-    for _ in range(steps): step()
-    sync(device)
-    return (time.perf_counter() - t0) / steps
-
-
-def trainer_row(model:Path, data:Path, work:Path, resolution:int, batch:int, device, warmup:int, steps:int, **settings) -> dict:
-    "Images/s of the project's `Trainer.train_step` on `model` with `settings` (TrainConfig fields)."
-    from text2imagegen.train import TrainConfig, Trainer
-    t0 = time.perf_counter()
-    shapes = dict(shapes_pool=64) if data == "shapes" else {}
-    cfg = TrainConfig(**{**dict(preset=str(model), data=str(data), **shapes, resolution=resolution, batch_size=batch, max_steps=10_000, lr=1e-5,
-                              mixed_precision="bf16", ema_decay=0, val_size=4, cache_dir=str(work / "cache"), overwrite=True,
-                              output_dir=str(work / "run")), **settings})
-    trainer = Trainer(cfg)
-    setup = time.perf_counter() - t0
-    try:
-        trainable = sum(p.numel() for p in trainer.trainable)
-        seconds = timed_steps(trainer.train_step, device, warmup, steps)
-        return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
-    finally:
-        trainer.release(); del trainer; reset_memory(device)
-
-
-def reference_row(model:Path, data:Path, captions:list, resolution:int, batch:int, device, warmup:int, steps:int) -> dict:
-    "Images/s of diffusers' `train_text_to_image.py` step: tokenize, CLIP-encode, VAE-encode, UNet forward/backward, AdamW."
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from diffusers import DDPMScheduler
-    from text2imagegen.data import ImageTransform
-    from text2imagegen.model import load_pipeline
-    t0 = time.perf_counter()
-    AcceleratorState._reset_state()
-    acc = Accelerator(mixed_precision="bf16", cpu=device.type == "cpu")
-    pipe = load_pipeline(model)
-    tok, text, vae = pipe.tokenizer, pipe.text_encoder.to(device, torch.bfloat16), pipe.vae.to(device, torch.bfloat16)
-    unet = pipe.unet.requires_grad_(True).train()
-    trainable = sum(p.numel() for p in unet.parameters())
-    unet, opt = acc.prepare(unet, torch.optim.AdamW(unet.parameters(), lr=1e-5, weight_decay=1e-2))
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    pixels = torch.stack([ImageTransform(resolution)(im) for im in first_images(data, batch, resolution)]).to(device)  # decoded once
-    setup = time.perf_counter() - t0
-    g = torch.Generator(device).manual_seed(0)
-
-    def step():
-        ids = tok(captions[:batch], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-        with torch.no_grad():
-            hidden = text(ids.to(device))[0]
-            latents = vae.encode(pixels.to(torch.bfloat16)).latent_dist.sample(g) * vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=g, device=device, dtype=latents.dtype)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=g, device=device)
-        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, hidden).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        acc.backward(loss); acc.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-
-    try:
-        seconds = timed_steps(step, device, warmup, steps)
-        return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
-    finally:
-        del pipe, unet, opt, text, vae, pixels; reset_memory(device)
 
 
 def measured(f, *args, **kwargs):
@@ -194,7 +104,7 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
         print(f"SD-architecture model and {images} images ({data}) written in {time.perf_counter() - t0:.0f} s", flush=True)
         rows = []
         for px in sizes:
-            ref = measured(reference_row, model, data, captions, px, batch, device, warmup, steps)
+            ref = measured(reference_row, model, data, px, batch, device, warmup, steps)
             rows.append(dict(task="train", how="reference (encode VAE + CLIP every step)", px=px, batch=batch, **ref))
             ways = {"trainer (cached latents + captions)": {},
                     "trainer + gradient checkpointing": dict(gradient_checkpointing=True),
