@@ -14,7 +14,7 @@ import numpy as np, torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast
-from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.optimization import get_scheduler as get_lr_scheduler
 from diffusers.training_utils import EMAModel, compute_snr, cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
@@ -35,15 +35,15 @@ from .sample import generate, image_grid, check_params, default_size, FALLBACK_D
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
            'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED',
            'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
-           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'resolve_defaults', 'check_lora',
-           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
-           'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
-           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
-           'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
-           'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target',
-           'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors',
-           'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
+           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults',
+           'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config',
+           'resolved_sources', 'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images',
+           'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard',
+           'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views',
+           'epoch_order', 'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets',
+           'group_buckets', 'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices',
+           'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors',
+           'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
            'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer',
            'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
            'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
@@ -79,7 +79,7 @@ class TrainConfig:
     caption_column:str|None=None # caption column of a data set (None: guessed)
     subset:float|int|None=None # fraction in (0, 1] or count of the source's training images, chosen with `seed` (None: all)
     split:str|None=None # split of the source to train on (None: a Karpathy file's own train/val, else the whole source, split by image)
-    resolution:int|None=None # image side in pixels (None: the preset's, see PRESET_TRAIN_DEFAULTS)
+    resolution:int|None=None # image side in pixels (None: a loaded model's own size, else the preset's, see PRESET_TRAIN_DEFAULTS)
     crop:str="center" # `center` or `random` (random crops make latents uncacheable)
     flip:bool=False # random horizontal flips (never for the Shapes world: "left" would lie)
     buckets:bool=False # group images by aspect ratio into buckets of about resolution**2 pixels, each batch from one bucket (validation stays square)
@@ -210,11 +210,23 @@ def model_prediction_type(preset:str) -> str|None:
     try: return DDPMScheduler.load_config(_pipeline_folder(preset), subfolder="scheduler").get("prediction_type", "epsilon")
     except (OSError, ValueError): return None
 
+def model_resolution(preset:str) -> int|None:
+    "The image side a saved model was made for (its UNet's sample size times its VAE's or pixel shuffle's factor); None when it cannot be read offline."
+    try:
+        folder = _pipeline_folder(preset)
+        local = dict(local_files_only=True)  # a folder, or a hub id already in the cache: never a download
+        index, unet = DiffusionPipeline.load_config(folder, **local), UNet2DConditionModel.load_config(folder, subfolder="unet", **local)
+        vae = AutoencoderKL.load_config(folder, subfolder="vae", **local) if (index.get("vae") or [None])[0] else None
+    except (OSError, ValueError): return None
+    factor = 2 ** (len(vae["block_out_channels"]) - 1) if vae else index.get("pixel_shuffle", 1)
+    return unet["sample_size"] * factor
+
 def resolve_defaults(config:TrainConfig) -> TrainConfig:
-    "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS and the model's prediction type."
+    "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS and the model's own prediction type and size."
     fill = {k: v for k, v in PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)].items() if getattr(config, k) is None
             and not (k == "max_steps" and config.epochs)}  # epochs given: they define the run
     if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset)
+    if "resolution" in fill and preset_kind(config.preset) == "loaded": fill["resolution"] = model_resolution(config.preset) or fill["resolution"]
     return replace(config, **fill) if fill else config
 
 
@@ -549,14 +561,15 @@ class CaptionCache:
         self.pipe, self.captions = pipe, list(dict.fromkeys([""] + list(captions)))  # first-seen order: same on every process
         self.index = {c: i for i, c in enumerate(self.captions)}
         text, pooled, self.encoded = pipe.text, pipe.config.pooled_text, 0
+        dtype = np.float32 if pipe.text_whitening is not None else np.float16  # whitening magnifies fp16 rounding
         fp = fingerprint("captions", module_digest(pipe.text_encoder), text.max_length, sorted(pipe.tokenizer.get_vocab().items()),
-                         self.captions, pooled)
-        n, arrays = len(self.captions), {"hidden": ((len(self.captions), text.max_length, text.dim), np.float16)}
+                         self.captions, pooled, np.dtype(dtype).name)
+        n, arrays = len(self.captions), {"hidden": ((len(self.captions), text.max_length, text.dim), dtype)}
         if pooled: arrays["pooled"] = ((n, text.dim), np.float16)
         def fill(out, rows):
             for i in tqdm(range(rows.start, rows.stop, batch_size), desc="captions", leave=False, disable=len(rows) < 4 * batch_size):
                 h, p = text.encode_pooled(self.captions[i:min(i + batch_size, rows.stop)])
-                out["hidden"].write(i, h.to("cpu", torch.float16).numpy())
+                out["hidden"].write(i, h.float().cpu().numpy().astype(dtype))
                 if pooled: out["pooled"].write(i, p.to("cpu", torch.float16).numpy())
                 self.encoded += len(h)
         self.folder = Path(folder)/f"captions-{fp}"
