@@ -788,13 +788,17 @@ def bucket_batch_indices(k:int, # micro-batch number since the start of the run
                          num_processes:int=1, # processes training together
                          rank:int=0, # this process
                          seed:int=0, # run seed
+                         memo:dict|None=None, # the caller's {epoch: batches}, so that each epoch's order is drawn once, not per micro-batch
                         ) -> tuple:
     "(epoch, (width, height), image indices) of micro-batch `k` for process `rank`: its slice of the global batch, which every process takes from one bucket."
     batch = batch_size * num_processes
     per_epoch = sum(len(idx) // batch for idx in buckets.values())
     if per_epoch == 0: raise ValueError(f"{sum(map(len, buckets.values()))} training images are fewer than one batch of {batch_size} x {num_processes} processes; lower batch_size")
     epoch, j = divmod(k, per_epoch)
-    size, idx = bucket_batches(buckets, epoch, batch, seed)[j]
+    if memo is None or epoch not in memo:
+        batches = bucket_batches(buckets, epoch, batch, seed)
+        if memo is not None: memo.clear(); memo[epoch] = batches
+    size, idx = (memo[epoch] if memo is not None else batches)[j]
     return epoch, size, idx[rank * batch_size:(rank + 1) * batch_size]
 
 # %% ../nbs/02_train.ipynb #2c71b60a
@@ -1289,9 +1293,10 @@ class MicroBatches(Dataset):
         self.per_epoch = (sum(len(idx) // (batch_size * num_processes) for idx in buckets.values()) if buckets
                           else len(images) // num_processes // batch_size)  # micro-batches per epoch
         self.transforms = {size: ImageTransform(size, transform.crop, transform.flip) for size in buckets or {}}
+        self.epoch_batches = {}  # the current epoch's bucket batches (`bucket_batch_indices`' memo)
     def __len__(self): return 2**62  # micro-batches never run out: the trainer decides when to stop
     def __getitem__(self, k):
-        if self.buckets: epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order); transform = self.transforms[size]
+        if self.buckets: epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order, memo=self.epoch_batches); transform = self.transforms[size]
         else: (epoch, idx), transform = batch_indices(k, len(self.images), **self.order), self.transform
         if self.latents is not None:
             return epoch, idx, self.latents.read(idx, flip_views(idx, epoch, self.seed) if transform.flip else None)
