@@ -48,14 +48,14 @@ def sampling_rows(model:Path, # a saved pipeline folder
     "Seconds per batch of `generate`, of `StableDiffusionPipeline` on the same components (SD architecture), and of the UNet alone."
     from diffusers import StableDiffusionPipeline
     from text2imagegen.model import _is_sd_architecture, load_pipeline
-    from text2imagegen.sample import generate, get_scheduler
+    from text2imagegen.sample import generate, make_sampler
     pipe = load_pipeline(model, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     ways = {"generate (project)": lambda b, n: generate(pipe, prompts[:b], steps=n, guidance_scale=7.5, scheduler="dpm++2m", seed=0,
                                                        batch_size=b, height=resolution, width=resolution, progress=False)}
     if _is_sd_architecture(pipe):
         sd = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-                                     scheduler=get_scheduler("dpm++2m", pipe), safety_checker=None, feature_extractor=None,
+                                     scheduler=make_sampler("dpm++2m", pipe), safety_checker=None, feature_extractor=None,
                                      requires_safety_checker=False).to(device)
         sd.set_progress_bar_config(disable=True)
         ways["StableDiffusionPipeline"] = lambda b, n: sd(prompts[:b], num_inference_steps=n, guidance_scale=7.5, height=resolution,

@@ -21,10 +21,9 @@ __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS'
            'POSITION_PHRASES', 'RELATION_PHRASES', 'NUMBER_WORDS', 'SIZE_FRACTION', 'POSITION_ANCHORS', 'MARGIN', 'GAP',
            'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES',
            'MAX_CAPTION_CHARS', 'IMAGE_SUFFIXES', 'describe', 'caption_for', 'render_with_boxes', 'render',
-           'ShapesWorld', 'show_samples', 'shape_mask', 'position_of', 'relation_holds', 'pairs_in', 'to_rgb',
-           'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'image_size', 'pick_caption', 'drop_captions',
-           'image_problem', 'subset_indices', 'load_captioned', 'split_by_image', 'train_val_split',
-           'tuxpaint_imagefolder', 'cache_dir']
+           'ShapesWorld', 'show_samples', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'image_size',
+           'pick_caption', 'drop_captions', 'image_problem', 'subset_indices', 'load_captioned', 'split_by_image',
+           'train_val_split', 'tuxpaint_imagefolder', 'cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -293,43 +292,6 @@ def _wrap(text, width):
         if line and len(line) + len(w) + 1 > width: lines.append(line); line = w
         else: line = f"{line} {w}".strip()
     return lines + [line]
-
-# %% ../nbs/00_data.ipynb #d017605c
-def shape_mask(shape:str, # one of SHAPES
-               box:tuple, # (x0, y0, x1, y1) in output pixels, as returned by `render_with_boxes`
-               resolution:int=32, # image side in pixels
-               interior:bool=True, # True: pixels fully inside the shape; False: pixels it touches
-              ) -> np.ndarray:
-    "Boolean (resolution, resolution) mask of the pixels `shape` in `box` covers."
-    big = 4 * resolution
-    m = Image.new("L", (big, big), 0)
-    _draw(ImageDraw.Draw(m), shape, tuple(int(round(v * 4)) for v in box), 255)
-    cover = np.asarray(m.reduce(4))
-    return cover == 255 if interior else cover > 0
-
-def position_of(box:tuple, # (x0, y0, x1, y1) in pixels
-                resolution:int=32, # image side in pixels
-               ) -> str:
-    "The position word (one of POSITIONS) whose anchor is nearest to the centre of `box`."
-    cx, cy = (box[0] + box[2]) / 2 / resolution, (box[1] + box[3]) / 2 / resolution
-    return min(POSITIONS, key=lambda p: (POSITION_ANCHORS[p][0] - cx)**2 + (POSITION_ANCHORS[p][1] - cy)**2)
-
-def relation_holds(a:tuple, # box of object A (x0, y0, x1, y1)
-                   b:tuple, # box of object B
-                   relation:str, # one of RELATIONS
-                  ) -> bool:
-    "True when box `a` is entirely `relation` box `b` (e.g. A's right edge left of B's left edge for 'left of')."
-    if relation == "left of": return a[2] < b[0]
-    if relation == "right of": return a[0] > b[2]
-    if relation == "above": return a[3] < b[1]
-    if relation == "below": return a[1] > b[3]
-    raise ValueError(f"Unknown relation {relation!r}; accepted: {RELATIONS}")
-
-# %% ../nbs/00_data.ipynb #3b065d26
-def pairs_in(clauses:dict, # a scene's clauses
-            ) -> set:
-    "The (colour, shape) pairs a scene's clauses mention."
-    return {(o["colour"], o["shape"]) for o in clauses["objects"]}
 
 # %% ../nbs/00_data.ipynb #cc30ae00
 def _render_range(world, start, n):

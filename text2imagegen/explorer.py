@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .model import LORA_WEIGHTS, load_lora, load_pipeline, lora_file
-from .sample import FALLBACK_DEFAULTS, SCHEDULERS, generate, get_scheduler
+from .sample import FALLBACK_DEFAULTS, SCHEDULERS, generate, make_sampler
 
 # %% auto #0
 __all__ = ['explorer_defaults', 'png_bytes', 'image_widget', 'adapter_name', 'lora_label', 'params_label', 'error_html',
@@ -183,7 +183,7 @@ def pick_random_seed(self:PromptExplorer) -> int:
 @patch
 def _unet_calls(self:PromptExplorer, s:dict) -> int:
     "Number of UNet evaluations `generate` makes for settings `s` (one per timestep and batch of 16)."
-    sched = get_scheduler(s["scheduler"], self.pipeline)
+    sched = make_sampler(s["scheduler"], self.pipeline)
     sched.set_timesteps(s["steps"])
     return len(sched.timesteps) * math.ceil(s["n_images"] / 16)
 

@@ -33,21 +33,20 @@ from .sample import generate, image_grid, check_params, default_size, FALLBACK_D
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
-           'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'TEST_SLOW_SAVE', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED',
-           'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
-           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults',
-           'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config',
-           'resolved_sources', 'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images',
-           'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard',
-           'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views',
-           'epoch_order', 'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets',
-           'group_buckets', 'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices',
-           'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors',
-           'join_tensors', 'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer',
-           'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'unseen_prompts', 'train',
-           'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
-           't2i_train']
+           'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE',
+           'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer', 'check_sample_settings', 'preset_kind',
+           'model_prediction_type', 'model_resolution', 'resolve_defaults', 'check_lora', 'make_pipeline',
+           'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources', 'freeze_encoders',
+           'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
+           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
+           'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
+           'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets', 'image_buckets',
+           'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target', 'min_snr_weight',
+           'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder',
+           'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log',
+           'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'make_optimizer',
+           'MicroBatches', 'resume_changes', 'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict', 'save_lora',
+           'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -886,10 +885,10 @@ def join_tensors(obj, # a skeleton from `split_tensors`
     return obj
 
 # %% ../nbs/02_train.ipynb #1b405bdc
-TEST_SLOW_SAVE = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
+_SLOW_SAVE_ENV = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
 
 def _test_pause():
-    if os.environ.get(TEST_SLOW_SAVE): time.sleep(float(os.environ[TEST_SLOW_SAVE]))
+    if os.environ.get(_SLOW_SAVE_ENV): time.sleep(float(os.environ[_SLOW_SAVE_ENV]))
 
 def _fsync(path:Path):
     fd = os.open(path, os.O_RDONLY)
