@@ -18,7 +18,7 @@ import torch
 from fastcore.script import call_parse
 
 from text2imagegen.data import SCENE_KINDS, ShapesWorld
-from text2imagegen.evaluate import judge_clauses, load_judge, summarise
+from text2imagegen.judge import judge_clauses, load_judge, summarise
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 

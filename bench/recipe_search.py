@@ -18,7 +18,7 @@ import torch
 from fastcore.script import call_parse
 
 import text2imagegen.train as T
-from text2imagegen.evaluate import load_judge
+from text2imagegen.judge import load_judge
 from text2imagegen.model import build_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))

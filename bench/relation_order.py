@@ -21,7 +21,7 @@ import torch
 from fastcore.script import call_parse
 
 from text2imagegen.data import RELATION_PHRASES
-from text2imagegen.evaluate import adherence_benchmark, load_judge, wilson_interval
+from text2imagegen.judge import adherence_benchmark, load_judge, wilson_interval
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 

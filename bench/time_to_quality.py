@@ -22,7 +22,7 @@ T_PROCESS = time.time()  # `t2i-train`'s clock starts with the process; imports 
 import torch
 from fastcore.script import call_parse
 
-from text2imagegen.evaluate import ADHERENCE_TARGETS, adherence_benchmark, load_judge, write_adherence_report
+from text2imagegen.judge import ADHERENCE_TARGETS, adherence_benchmark, load_judge, write_adherence_report
 from text2imagegen.model import load_pipeline
 from text2imagegen.train import Trainer, TrainConfig, read_log
 
