@@ -14,7 +14,7 @@ from fastcore.script import call_parse
 
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
-from text2imagegen.train import Trainer, TrainConfig
+from text2imagegen.train import Callback, Trainer, TrainConfig
 
 
 def rss_mb() -> float:
@@ -41,12 +41,12 @@ def main(steps:int=2000, # training steps
     run = Path(tempfile.mkdtemp()) / "run"
     cfg = TrainConfig(max_steps=steps, max_minutes=0, batch_size=8, shapes_pool=2000, val_size=64, val_every=500,
                       checkpoint_every=500, sample_steps=4, val_seeds=[0], output_dir=str(run))
-    trainer, train_points = Trainer(cfg), []
-    after_step = trainer.after_step
-    def record(*args, **kw):
-        after_step(*args, **kw)
-        if trainer.step % every == 0: train_points.append((trainer.step, rss_mb())); print('RSS', *train_points[-1], flush=True)
-    trainer.after_step = record
+    train_points = []
+    class RSSCallback(Callback):
+        "Read the RSS every `every` steps, after the step's own work."
+        def after_step(self, trainer):
+            if trainer.step % every == 0: train_points.append((trainer.step, rss_mb())); print('RSS', *train_points[-1], flush=True)
+    trainer = Trainer(cfg, callbacks=[RSSCallback()])
     t0 = time.time(); trainer.fit(); train_s = time.time() - t0
     pipe, sample_points, done = load_pipeline(run), [], 0
     t0 = time.time()

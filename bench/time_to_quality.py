@@ -24,7 +24,7 @@ from fastcore.script import call_parse
 
 from text2imagegen.judge import ADHERENCE_TARGETS, adherence_benchmark, load_judge, write_adherence_report
 from text2imagegen.model import load_pipeline
-from text2imagegen.train import Trainer, TrainConfig, read_log
+from text2imagegen.train import Callback, Trainer, TrainConfig, read_log
 
 T_IMPORTS = time.time()  # after the imports `t2i-train` also pays for
 
@@ -55,45 +55,52 @@ def save_snapshot(trainer, folder:Path) -> float:
     return time.time() - t0
 
 
+class SnapshotCallback(Callback):
+    "Save the EMA pipeline to `snapshots/step_*` at each mark, after the step's own work; saving time is left out of the budget."
+    def __init__(self, minutes:list=(), # wall-clock minutes (since the trainer started) to snapshot at
+                 images:list=(), # or: images seen to snapshot at
+                ):
+        self.marks = sorted([("minutes", m) for m in minutes] + [("images", m) for m in images], key=lambda m: m[1])
+        self.points, self.overhead_s, self.first_step_s = [], 0.0, None
+
+    def before_fit(self, trainer):
+        c = trainer.config  # resolved values
+        self.per_step = c.batch_size * c.grad_accum * trainer.accelerator.num_processes
+
+    def after_step(self, trainer):
+        elapsed = time.time() - trainer.t_start
+        if self.first_step_s is None: self.first_step_s = elapsed
+        seen = trainer.step * self.per_step
+        due = [m for m in self.marks if (elapsed >= m[1] * 60 if m[0] == "minutes" else seen >= m[1])]
+        if not due or trainer.last: return
+        for m in due: self.marks.remove(m)
+        folder = trainer.run_dir / "snapshots" / f"step_{trainer.step:06d}"
+        dt = save_snapshot(trainer, folder)
+        trainer.t_start += dt  # the budget excludes the time spent saving snapshots
+        self.overhead_s += dt
+        self.points.append(dict(label=f"{elapsed / 60:.1f} min", path=str(folder), minutes=elapsed / 60, step=trainer.step,
+                                images_seen=seen, images_per_s=trainer.images_per_s, save_s=dt))
+        print(f"snapshot at {elapsed / 60:.2f} min, step {trainer.step}, {seen} images seen -> {folder}", flush=True)
+
+
 def train_with_snapshots(config:TrainConfig, # the run's config (its output_dir gets `snapshots/`)
                          minutes:list=(), # wall-clock minutes (since the trainer started) to snapshot at
                          images:list=(), # or: images seen to snapshot at (used by the recipe search)
                         ) -> dict:
     "Train `config`, saving the EMA pipeline at the given marks; returns the run folder, snapshots and timings."
-    trainer = Trainer(config)
+    snapshots = SnapshotCallback(minutes, images)
+    trainer = Trainer(config, callbacks=[snapshots])
     t_trainer = trainer.t_start
-    per_step = trainer.config.batch_size * trainer.config.grad_accum * trainer.accelerator.num_processes  # resolved values
-    marks = sorted([("minutes", m) for m in minutes] + [("images", m) for m in images], key=lambda m: m[1])
-    snaps, timing = [], {"overhead_s": 0.0, "first_step_s": None}
-    plain_after_step = trainer.after_step
-
-    def after_step(loss, images_per_s, last):
-        plain_after_step(loss, images_per_s, last)
-        elapsed = time.time() - trainer.t_start
-        if timing["first_step_s"] is None: timing["first_step_s"] = elapsed
-        seen = trainer.step * per_step
-        due = [m for m in marks if (elapsed >= m[1] * 60 if m[0] == "minutes" else seen >= m[1])]
-        if not due or last: return
-        for m in due: marks.remove(m)
-        folder = Path(config.output_dir) / "snapshots" / f"step_{trainer.step:06d}"
-        dt = save_snapshot(trainer, folder)
-        trainer.t_start += dt  # the budget excludes the time spent saving snapshots
-        timing["overhead_s"] += dt
-        snaps.append(dict(label=f"{elapsed / 60:.1f} min", path=str(folder), minutes=elapsed / 60, step=trainer.step,
-                          images_seen=seen, images_per_s=images_per_s, save_s=dt))
-        print(f"snapshot at {elapsed / 60:.2f} min, step {trainer.step}, {seen} images seen -> {folder}", flush=True)
-
-    trainer.after_step = after_step
     run_dir = trainer.fit()
-    end = time.time()
+    end, per_step = time.time(), snapshots.per_step
     final = dict(label="final", path=str(Path(run_dir) / "model"), minutes=(end - trainer.t_start) / 60, step=trainer.step,
                  images_seen=trainer.step * per_step, images_per_s=None, save_s=0.0)
     rows = [r for r in read_log(Path(run_dir) / "log.csv") if r.get("images_per_s")]
     steady = sorted(r["images_per_s"] for r in rows[len(rows) // 5:]) or [float("nan")]  # skip the first fifth (warm-up)
-    loop_s = end - t_trainer - timing["overhead_s"] - (timing["first_step_s"] or 0)
-    return {"run_dir": str(run_dir), "points": snaps + [final],
-            "timing": {"setup_s": timing["first_step_s"], "snapshot_overhead_s": timing["overhead_s"],
-                       "train_wall_s": end - t_trainer - timing["overhead_s"],
+    loop_s = end - t_trainer - snapshots.overhead_s - (snapshots.first_step_s or 0)
+    return {"run_dir": str(run_dir), "points": snapshots.points + [final],
+            "timing": {"setup_s": snapshots.first_step_s, "snapshot_overhead_s": snapshots.overhead_s,
+                       "train_wall_s": end - t_trainer - snapshots.overhead_s,
                        "images_per_s_median": steady[len(steady) // 2],
                        "images_per_s_overall": final["images_seen"] / loop_s if loop_s > 0 else None}}
 

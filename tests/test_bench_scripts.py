@@ -42,3 +42,19 @@ def test_lora_vs_full_smoke(tmp_path):
     assert all(r["seconds_per_step"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
     assert rows["LoRA r4"]["trainable_vs_full"] == rows["LoRA r4"]["trainable"] / full["trainable"]
     assert "| training | trainable params |" in proc.stdout and f"JSON: {out}" in proc.stdout
+
+
+def test_time_to_quality_snapshots(tmp_path, monkeypatch):
+    "`train_with_snapshots` (a `Trainer` callback) saves the EMA pipeline at each mark but the last, which the final model covers."
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from time_to_quality import train_with_snapshots
+    from text2imagegen.train import TrainConfig, read_log
+    cfg = TrainConfig(resolution=32, shapes_pool=32, val_size=4, batch_size=4, max_steps=3, max_minutes=0, warmup_steps=1,
+                      val_every=3, checkpoint_every=3, val_seeds=[0], sample_steps=2, num_threads=1,
+                      cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
+    out = train_with_snapshots(cfg, images=[4, 12])  # after step 1, and at the last step
+    first, final = out["points"]
+    assert (first["step"], first["images_seen"], final["label"], final["step"], final["images_seen"]) == (1, 4, "final", 3, 12)
+    assert (Path(first["path"]) / "model_index.json").is_file() and first["save_s"] > 0 and first["images_per_s"] > 0
+    assert out["timing"]["snapshot_overhead_s"] == first["save_s"]
+    assert [r["step"] for r in read_log(tmp_path / "run" / "log.csv")] == [1, 2, 3]

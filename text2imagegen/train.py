@@ -34,19 +34,20 @@ from .sample import generate, image_grid, check_params, default_size, FALLBACK_D
 # %% auto #0
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
            'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE',
-           'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer', 'check_sample_settings', 'preset_kind',
-           'model_prediction_type', 'model_resolution', 'resolve_defaults', 'check_lora', 'make_pipeline',
-           'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources', 'freeze_encoders',
-           'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
-           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache', 'CaptionCache',
-           'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices',
-           'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets', 'image_buckets',
-           'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target', 'min_snr_weight',
-           'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors', 'recover_folder',
-           'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log',
-           'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer', 'heldout_examples', 'make_optimizer',
-           'MicroBatches', 'resume_changes', 'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict', 'save_lora',
-           'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
+           'CALLBACK_EVENTS', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer', 'check_sample_settings',
+           'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults', 'check_lora',
+           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
+           'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images',
+           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
+           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
+           'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
+           'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target',
+           'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors',
+           'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
+           'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer',
+           'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'Callback', 'trainer_callbacks',
+           'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train', 'add_lora',
+           'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -1085,7 +1086,9 @@ class Trainer:
     def __init__(self, config:TrainConfig,
                  command:str|None=None, # the command line that continues this run, named when it stops early
                  sources:dict|None=None, # where each field's value came from (`layered_config`), saved as `config_sources.json`
+                 callbacks:list=(), # objects with any of the events `before_fit`, `after_loss`, `after_step`, `after_fit` (see `Callback`)
                 ):
+        self.callbacks = trainer_callbacks(callbacks)  # the built-in ones and these, by `order`
         self.sources = None if sources is None else resolved_sources(config, sources)[1]
         config = resolve_defaults(config)  # the preset's values for the fields left None
         self.config, self.run_dir, self.t_start, self.command = config, Path(config.output_dir), time.time(), command
@@ -1341,7 +1344,9 @@ def train_step(self:Trainer) -> float:
     acc, losses = self.accelerator, []
     for _ in range(self.config.grad_accum):
         with acc.accumulate(self.unet):
-            loss = self.micro_batch_loss(self.micro_batch)
+            self.loss = self.micro_batch_loss(self.micro_batch)
+            self.callback("after_loss")  # (may replace `self.loss`)
+            loss = self.loss
             mean = acc.reduce(loss.detach().clone(), "mean")
             if not torch.isfinite(mean): raise FloatingPointError(self.nan_message(f"Training loss became {mean.item()}"))
             acc.backward(loss)
@@ -1489,22 +1494,54 @@ def resume(self:Trainer):
 
 def _changes(applied:dict) -> str: return ", ".join(f"{k} {b!r} -> {n!r}" for k, (b, n) in applied.items())
 
-# %% ../nbs/02_train.ipynb #1c9e9293
+# %% ../nbs/02_train.ipynb #c0ba1102
+CALLBACK_EVENTS = ("before_fit", "after_loss", "after_step", "after_fit")
+
+class Callback:
+    "Extends `Trainer`: define any of `CALLBACK_EVENTS` as a method taking the trainer; lower `order` runs first."
+    order = 0
+
+def trainer_callbacks(callbacks:list=(), # objects with some of the `CALLBACK_EVENTS` methods
+                     ) -> list:
+    "The built-in callbacks and `callbacks`, sorted by `order` (equal orders keep the order given)."
+    callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    for cb in callbacks:
+        if isinstance(cb, type): raise TypeError(f"callbacks takes instances: {cb.__name__}() rather than {cb.__name__}")
+        if not any(callable(getattr(cb, e, None)) for e in CALLBACK_EVENTS):
+            raise TypeError(f"The callback {cb!r} has none of the events; define one or more of: {', '.join(CALLBACK_EVENTS)}")
+    return sorted([LogCallback(), ValidationCallback(), CheckpointCallback(), *callbacks], key=lambda cb: getattr(cb, "order", 0))
+
 @patch
-def after_step(self:Trainer, loss:float, images_per_s:float, last:bool):
-    "Log the step; validate, draw samples and checkpoint when due (main process writes)."
-    cfg, step = self.config, self.step
-    validate = step % cfg.val_every == 0 or last
-    val = self.val_loss() if validate else None
-    if self.is_main:
-        epoch = self.micro_batch / max(1, self.batches.per_epoch)
-        self.log.write(_log_line(dict(step=step, epoch=epoch, loss=loss, val_loss=val, lr=self.lr_scheduler.get_last_lr()[0],
-                                      images_per_s=images_per_s)))
-        self.log.flush()
-        if validate:
-            self.sample_grid(cfg.val_prompts, self.run_dir/"samples"/f"step_{step:06d}.png")
-            plot_loss_curve(self.run_dir/"log.csv", self.run_dir/"loss_curve.png")
-        if step % cfg.checkpoint_every == 0 or last: self.checkpoint()
+def callback(self:Trainer, event:str):
+    "Call `event` of every callback that has it, in order, with the trainer."
+    for cb in self.callbacks:
+        f = getattr(cb, event, None)
+        if f is not None: f(self)
+
+# %% ../nbs/02_train.ipynb #1c9e9293
+class LogCallback(Callback):
+    "Append the step's row to `log.csv` (main process)."
+    order = -30
+    def after_step(self, trainer):
+        if not trainer.is_main: return
+        epoch = trainer.micro_batch / max(1, trainer.batches.per_epoch)
+        trainer.log.write(_log_line(dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss, val_loss=trainer.step_val_loss,
+                                         lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s)))
+        trainer.log.flush()
+
+class ValidationCallback(Callback):
+    "At each validation: a grid of the validation prompts (`samples/step_*.png`) and the loss curve (main process)."
+    order = -20
+    def after_step(self, trainer):
+        if not trainer.is_main or trainer.step_val_loss is None: return
+        trainer.sample_grid(trainer.config.val_prompts, trainer.run_dir/"samples"/f"step_{trainer.step:06d}.png")
+        plot_loss_curve(trainer.run_dir/"log.csv", trainer.run_dir/"loss_curve.png")
+
+class CheckpointCallback(Callback):
+    "A checkpoint every `checkpoint_every` steps and at the last (main process)."
+    order = -10
+    def after_step(self, trainer):
+        if trainer.is_main and (trainer.step % trainer.config.checkpoint_every == 0 or trainer.last): trainer.checkpoint()
 
 @patch
 def done(self:Trainer) -> bool: return self.step >= self.total_steps
@@ -1538,24 +1575,29 @@ def fit(self:Trainer) -> Path:
             self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
             if self.resumed:
                 with open(self.run_dir/"resumes.jsonl", "a") as f: f.write(json.dumps(self.resumed) + "\n")
+        self.loss = self.step_loss = self.step_val_loss = self.images_per_s = None; self.last = False  # each step's state
+        self.callback("before_fit")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
         speed, capped = None, False
         with self.stop_on_signals():
             while not (self.done() or capped):
                 t0 = time.perf_counter()
-                loss = self.train_step(); self.step += 1
+                self.step_loss = self.train_step(); self.step += 1
                 dt = time.perf_counter() - t0
                 speed = dt if speed is None else 0.9 * speed + 0.1 * dt
                 capped = self.capped()
-                self.after_step(loss, images_per_step / speed, last=self.done() or capped)
-                bar.update(); bar.set_postfix(loss=f"{loss:.4f}", images_per_s=f"{images_per_step / speed:.0f}")
-                if self.stop_requested(): bar.close(); return self.stop()
+                self.images_per_s, self.last = images_per_step / speed, self.done() or capped
+                self.step_val_loss = self.val_loss() if self.step % cfg.val_every == 0 or self.last else None  # on every process
+                self.callback("after_step")
+                bar.update(); bar.set_postfix(loss=f"{self.step_loss:.4f}", images_per_s=f"{self.images_per_s:.0f}")
+                if self.stop_requested(): bar.close(); self.stop(); self.callback("after_fit"); return self.run_dir
         bar.close(); self._reader = self._next_k = None  # stops the DataLoader workers
         self.finish()
         if capped and self.is_main:
             print(f"Stopped by the {self.config.max_minutes:g}-minute cap at step {self.step} of {self.total_steps} "
                   f"({self.step / self.total_steps:.0%}); the model so far is saved. Finish the run with: "
                   f"{self.command or f'the same config with resume=True (output_dir={str(self.run_dir)!r})'}", flush=True)
+        self.callback("after_fit")
         return self.run_dir
     finally: self.release()
 
@@ -1634,9 +1676,10 @@ def finish(self:Trainer) -> Path:
 
 # %% ../nbs/02_train.ipynb #5200e86e
 def train(config:TrainConfig, # the run's config
+          callbacks:list=(), # extensions of the trainer (`Callback`)
          ) -> Path:
     "Train a text-to-image model as `config` says; returns the run folder."
-    return Trainer(config).fit()
+    return Trainer(config, callbacks=callbacks).fit()
 
 # %% ../nbs/02_train.ipynb #8441b046
 def add_lora(unet, # the UNet: frozen, then given adapters
