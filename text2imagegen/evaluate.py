@@ -63,7 +63,7 @@ def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feat
                      judge, seed, progress, **generate_kwargs):
     "Rows, notes and paths of the Shapes evaluation (adherence and/or distribution)."
     import matplotlib.pyplot as plt
-    from text2imagegen.sample import generate, default_size
+    from text2imagegen.sample import generate
     judge = read_judge(judge) if isinstance(judge, (str, Path)) else judge or load_judge(progress=progress)
     rows, paths = [], {}
     if kind in ("adherence", "all"):
@@ -72,7 +72,7 @@ def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feat
         rows += [dict(metric=f"adherence: {c}", value=f"{s['score']:.3f}", n=s["n"], note=f"95% CI {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f}")
                  for c, s in {**report["categories"], "overall": report["overall"]}.items()]
     if kind in ("distribution", "all"):
-        world = ShapesWorld(resolution=default_size(pipe)[0], seed=seed, split=split, length=n_images)
+        world = ShapesWorld(resolution=pipe.default_size[0], seed=seed, split=split, length=n_images)
         real, captions, _ = world.render_pool(n_images, progress=progress)
         fake = [g.image for g in generate(pipe, captions, seed=seed, progress=progress, **generate_kwargs)]
         m = distribution_metrics(real.float() / 127.5 - 1, fake, feature or "judge", judge, inception_weights, bootstrap, seed)

@@ -337,8 +337,7 @@ def shapes_validation_loss(pipeline, # a `Text2ImagePipeline` trained on the Sha
                            seed:int=0, # world seed and noise seed
                           ) -> dict:
     "Validation diffusion loss on n Shapes images of `split`, with n and the split."
-    from text2imagegen.sample import default_size
-    world = ShapesWorld(resolution=default_size(pipeline)[0], seed=seed, split=split, length=n)
+    world = ShapesWorld(resolution=pipeline.default_size[0], seed=seed, split=split, length=n)
     images, captions, _ = world.render_pool(n, progress=False)
     return {"val_loss": validation_loss(pipeline, images.float() / 127.5 - 1, captions, seed), "n": n, "split": split}
 
@@ -351,10 +350,10 @@ def real_vs_generated(pipeline, # a `Text2ImagePipeline`
                       **generate_kwargs, # passed to `generate`
                      ) -> dict:
     "Real and generated images for the same n captions, with the judge's verdicts on both."
-    from text2imagegen.sample import generate, default_size
+    from text2imagegen.sample import generate
     if split not in ("val", "heldout"): raise ValueError(f"Real images come from split 'val' or 'heldout' (never training images), not {split!r}")
     judge = judge or load_judge()
-    world = ShapesWorld(resolution=default_size(pipeline)[0], seed=seed, split=split, length=n)
+    world = ShapesWorld(resolution=pipeline.default_size[0], seed=seed, split=split, length=n)
     samples = [world[i] for i in range(n)]
     gen = generate(pipeline, [s["caption"] for s in samples], seed=seed, progress=False, **generate_kwargs)
     clauses = [s["clauses"] for s in samples]
@@ -474,10 +473,10 @@ def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
                       ) -> dict:
     "Distribution metrics, CLIP score and validation loss on held-out captioned images; writes the report and figure."
     import matplotlib.pyplot as plt
-    from text2imagegen.sample import generate, default_size
+    from text2imagegen.sample import generate
     if feature == "judge": raise ValueError(f"The judge reads only Shapes images; for captioned images use one of {', '.join(FEATURES[:1] + FEATURES[2:])}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    real, captions, ids = captioned_pairs(ds, default_size(pipeline)[0], seed)
+    real, captions, ids = captioned_pairs(ds, pipeline.default_size[0], seed)
     generated = generate(pipeline, captions, seed=seed, progress=progress, **generate_kwargs)
     fake = [g.image for g in generated]
     m = distribution_metrics(real, fake, feature or default_feature(False, inception_weights), None, inception_weights, bootstrap, seed)

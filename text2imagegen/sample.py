@@ -6,9 +6,9 @@ Docs: https://text2imagegen.github.io/text2imagegen/sample.html.md"""
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'FALLBACK_DEFAULTS', 'PNG_FIELDS', 'SAMPLE_DTYPES', 'EulerAncestralScheduler', 'make_sampler',
-           'image_seeds', 'image_generators', 'initial_noise', 'default_size', 'check_steps', 'check_params',
-           'Generated', 'generate_batches', 'generate', 'image_grid', 'png_info', 'save_image', 'save_grid',
-           'load_params', 'sweep_figure', 'sweep', 'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 't2i_sample']
+           'image_seeds', 'image_generators', 'initial_noise', 'check_steps', 'check_params', 'Generated',
+           'generate_batches', 'generate', 'image_grid', 'png_info', 'save_image', 'save_grid', 'load_params',
+           'sweep_figure', 'sweep', 'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 't2i_sample']
 
 # %% ../nbs/03_sample.ipynb #61fc9ee3
 import json, math, numbers, os, re, textwrap, time, warnings
@@ -105,12 +105,6 @@ def initial_noise(pipeline,        # The pipeline (gives the model-space shape)
 # %% ../nbs/03_sample.ipynb #041810a5
 FALLBACK_DEFAULTS = dict(guidance_scale=7.5, steps=30, scheduler="dpm++2m")
 
-def default_size(pipeline, # A `Text2ImagePipeline`
-                ) -> tuple:
-    "The (height, width) the model was trained at."
-    side = pipeline.unet.config.sample_size * pipeline.size_multiple
-    return side, side
-
 # %% ../nbs/03_sample.ipynb #9c2bc446
 def _check_int(name, value, multiple=1, what="an int ≥ 1"):
     "Raise unless `value` is an int ≥ 1 and a multiple of `multiple`."
@@ -201,7 +195,7 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
     guidance_scale = model_defaults["guidance_scale"] if guidance_scale is None else guidance_scale
     steps = model_defaults["steps"] if steps is None else steps
     scheduler = model_defaults["scheduler"] if scheduler is None else scheduler
-    height, width = (h if h is not None else d for h, d in zip((height, width), default_size(pipeline)))
+    height, width = (h if h is not None else d for h, d in zip((height, width), pipeline.default_size))
     check_params(pipeline, prompts, negative_prompt, guidance_scale, steps, scheduler, height, width, batch_size)
     n = len(prompts)
     seeds = image_seeds(seed, n)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
                                 pick_caption, drop_captions, tensor_to_pil, image_size)
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, _pipeline_folder
-from .sample import generate, image_grid, check_params, default_size, FALLBACK_DEFAULTS
+from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
