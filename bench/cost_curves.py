@@ -104,7 +104,7 @@ def figure(result:dict, path:Path):
         rss = ax.twinx(); rss.plot(x, rss_mb, "s:", color="C3", label="peak RSS")
         rss.set_ylabel("peak RSS (MB)", color="C3"); rss.tick_params(axis="y", colors="C3"); rss.set_ylim(0, 1.25 * max(rss_mb))
         ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"tiny preset, {result['threads']} threads ({result['cpu']})", fontsize=10)
+    fig.suptitle(f"tiny preset, {result['threads']} thread{'s' if result['threads'] > 1 else ''} ({result['cpu']})", fontsize=10)
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
 
