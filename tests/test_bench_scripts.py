@@ -58,3 +58,38 @@ def test_time_to_quality_snapshots(tmp_path, monkeypatch):
     assert (Path(first["path"]) / "model_index.json").is_file() and first["save_s"] > 0 and first["images_per_s"] > 0
     assert out["timing"]["snapshot_overhead_s"] == first["save_s"]
     assert [r["step"] for r in read_log(tmp_path / "run" / "log.csv")] == [1, 2, 3]
+
+
+def test_train_speedups_smoke(tmp_path):
+    "`bench/train_speedups.py --smoke`: a profile of the step, interleaved rows, and the extras of a default run counted from its config."
+    proc = subprocess.run([sys.executable, "bench/train_speedups.py", "--smoke", "--attempts", "ema_every4", "--shapes-pool", "64",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "train_speedups.json").read_text())
+    rows = {r["attempt"]: r for r in result["rows"]}
+    assert list(rows) == ["default", "ema_every4"]
+    assert all(r["images_per_s"] > 0 and len(r["per_round"]) == 1 for r in rows.values())
+    assert rows["default"]["ratio"] == 1 and rows["ema_every4"]["ratio"] == rows["ema_every4"]["per_round"][0] / rows["default"]["per_round"][0]
+    assert rows["ema_every4"]["losses_identical"]  # the EMA never touches the trained weights: same batches, same losses
+    run = result["run"]
+    assert (run["max_steps"], run["val_every"], run["checkpoint_every"]) == (1250, 250, 500)  # the tiny preset's default run
+    assert {e["what"]: e["per_run"] for e in run["extras"]} == dict(val_loss=5, sample_grid=5, loss_curve_plot=5, checkpoint=3)
+    assert all(e["seconds"] > 0 for e in run["extras"]) and 0 < run["extras_share"] < 1
+    profile = (tmp_path / "profile.txt").read_text()
+    assert "aten::" in profile and "| backward |" in profile and "| optimizer step |" in profile
+    assert "| attempt | what it changes | images/s |" in proc.stdout and (tmp_path / "train_speedups.md").exists()
+
+
+def test_cost_curves_smoke(tmp_path):
+    "`bench/cost_curves.py --smoke`: every point of the four curves timed in its own subprocess with its own peak RSS; a figure."
+    proc = subprocess.run([sys.executable, "bench/cost_curves.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curves = json.loads((tmp_path / "cost_curves.json").read_text())["curves"]
+    assert list(curves) == ["train vs resolution", "train vs batch", "sample vs steps", "sample vs batch"]
+    for c in curves.values():
+        xs = [p[c["varies"]] for p in c["points"]]
+        assert xs == sorted(xs) and len(set(xs)) == len(xs) > 1
+        assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 100 for p in c["points"])  # a process with torch loaded
+    assert (tmp_path / "cost_curves.png").stat().st_size > 10_000
+    assert "| curve | point | seconds |" in proc.stdout
