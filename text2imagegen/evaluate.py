@@ -180,18 +180,33 @@ def t2i_eval(
     return res
 
 # %% ../nbs/04_evaluate.ipynb #7e5a1c02
+def _model_label(eval_dir:Path) -> str:
+    "'seed N' for a run folder whose config.json gives its training seed, else the run folder's name."
+    config = eval_dir.parent / "config.json"
+    seed = json.loads(config.read_text()).get("seed") if config.is_file() else None
+    return f"seed {seed}" if seed is not None else eval_dir.parent.name
+
 def results_markdown(eval_dir:str|Path, # a folder `t2i-eval` wrote (adherence.json, and distribution.json if run)
+                     others:list=(), # more such folders, e.g. of the same recipe trained with other seeds: a column each
                     ) -> str:
-    "The adherence goals (score, target, n) and the background speckle of a `t2i-eval` report, as markdown."
-    eval_dir = Path(eval_dir)
-    report = json.loads((eval_dir / "adherence.json").read_text())
-    s, cats = report["settings"], report["categories"]
-    lines = [f"At guidance {s['guidance_scale']:g} ({s['scheduler']}, {s['steps']} steps), {s['prompts']} prompts × {s['n_per_prompt']} images:", "",
-             "| prompts | score | target | n |", "|---|---|---|---|"]
-    lines += [f"| {name} | {t['score']:.3f} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} |" for name, t in report["targets"].items()]
-    if (eval_dir / "distribution.json").is_file():
-        d = json.loads((eval_dir / "distribution.json").read_text())
+    "The adherence goals (score, target, n) and the background speckle of `t2i-eval` reports, as markdown."
+    dirs = [Path(eval_dir), *map(Path, others)]
+    reports = [json.loads((d / "adherence.json").read_text()) for d in dirs]
+    s, cats, targets = reports[0]["settings"], reports[0]["categories"], reports[0]["targets"]
+    if not others:
+        lines = [f"At guidance {s['guidance_scale']:g} ({s['scheduler']}, {s['steps']} steps), {s['prompts']} prompts × {s['n_per_prompt']} images:", "",
+                 "| prompts | score | target | n |", "|---|---|---|---|"]
+        lines += [f"| {name} | {t['score']:.3f} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} |" for name, t in targets.items()]
+    else:
+        heads = [f"{_model_label(d)} (guidance {r['settings']['guidance_scale']:g})" for d, r in zip(dirs, reports)]
+        lines = [f"{s['prompts']} prompts × {s['n_per_prompt']} images ({s['scheduler']}, {s['steps']} steps), each model at the guidance it chose:", "",
+                 "| prompts | target | n | " + " | ".join(heads) + " |", "|---|---|---|" + "---|" * len(heads)]
+        lines += [f"| {name} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} | " + " | ".join(f"{r['targets'][name]['score']:.3f}" for r in reports) + " |"
+                  for name, t in targets.items()]
+    if (dirs[0] / "distribution.json").is_file():
+        d = json.loads((dirs[0] / "distribution.json").read_text())
         b = d.get("background_speckle")
         if b: lines += ["", f"Background speckle (share of background pixels visibly off white): {b['generated']:.4f} generated, "
-                              f"{b['real']:.4f} on real renders; FID {d['fid']:.1f} against {d['n_real']} real renders ({d['feature']})."]
+                              f"{b['real']:.4f} on real renders; FID {d['fid']:.1f} against {d['n_real']} real renders ({d['feature']})" +
+                              (f", for {_model_label(dirs[0])}." if others else ".")]
     return "\n".join(lines)
