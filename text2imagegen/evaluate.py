@@ -203,6 +203,9 @@ def results_markdown(eval_dir:str|Path, # a folder `t2i-eval` wrote (adherence.j
                  "| prompts | target | n | " + " | ".join(heads) + " |", "|---|---|---|" + "---|" * len(heads)]
         lines += [f"| {name} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} | " + " | ".join(f"{r['targets'][name]['score']:.3f}" for r in reports) + " |"
                   for name, t in targets.items()]
+    ceiling = [reports[0]["judge"]["ceiling"][t["category"]] for t in targets.values()]
+    lines += ["", f"The judge passes fresh renders of the same prompts at {min(c['accuracy'] for c in ceiling):.3f}–"
+                  f"{max(c['accuracy'] for c in ceiling):.3f} (n = {min(c['n'] for c in ceiling)} per category): the most a model can score."]
     if (dirs[0] / "distribution.json").is_file():
         d = json.loads((dirs[0] / "distribution.json").read_text())
         b = d.get("background_speckle")
