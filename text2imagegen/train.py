@@ -1205,7 +1205,7 @@ def check_sampling(self:Trainer):
     "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, its default scheduler)."
     cfg, defaults = self.config, {**FALLBACK_DEFAULTS, **(self.pipe.config.get("sample_defaults") or {})}
     try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None else cfg.guidance_scale,
-                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sample_scheduler or defaults["scheduler"], *default_size(self.pipe), 16)
+                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sample_scheduler or defaults["scheduler"], *self.pipe.default_size, 16)
     except ValueError as e: raise ValueError(f"The sample grids cannot be drawn: {e}") from e
 
 # %% ../nbs/02_train.ipynb #6a0b2c01
