@@ -11,11 +11,12 @@ a four-panel PNG and a markdown table.
     python bench/cost_curves.py --smoke    # two points per curve, tiny sizes: checks the script runs
 """
 from __future__ import annotations
-import json, os, subprocess, sys, tempfile, time
+import json, os, tempfile, time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from fastcore.script import call_parse
+from lora_vs_full import run as run_worker  # bench/, beside this script
 
 PROMPTS = ["a large red circle on the left", "a small blue square at the top", "three small green squares",
            "a large blue circle above a small red square"]
@@ -73,13 +74,7 @@ def worker(spec:dict):
 
 def run_point(spec:dict, work:Path) -> dict:
     "`worker(spec)` in a subprocess: its numbers and its peak RSS (MB, from wait4)."
-    spec_file, log = work / "spec.json", work / "worker.log"
-    spec_file.write_text(json.dumps(spec))
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, __file__, "--worker-spec", str(spec_file)], stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0: raise RuntimeError(f"the point {key(spec)} failed:\n{log.read_text()[-3000:]}")
-    return dict(**json.loads(Path(spec["out"]).read_text()), peak_rss_mb=usage.ru_maxrss / 1024)
+    return run_worker(spec, work, script=__file__, what=f"the point {key(spec)}")
 
 
 def figure(result:dict, path:Path):

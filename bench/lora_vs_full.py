@@ -47,14 +47,14 @@ def worker(spec:dict):
     Path(spec["out"]).write_text(json.dumps(result))
 
 
-def run(spec:dict, work:Path) -> dict:
-    "Run `worker(spec)` in a subprocess; its numbers and peak RSS (MB, from wait4)."
+def run(spec:dict, work:Path, script:str=__file__, what:str="the worker") -> dict:
+    "Run `script --worker-spec` on `spec` in a subprocess; its numbers and peak RSS (MB, from wait4)."
     spec_file, log = work / "spec.json", work / "worker.log"
     spec_file.write_text(json.dumps(spec))
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, __file__, "--worker-spec", str(spec_file)], stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen([sys.executable, script, "--worker-spec", str(spec_file)], stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0: raise RuntimeError(f"the worker failed:\n{log.read_text()[-3000:]}")
+    if os.waitstatus_to_exitcode(status) != 0: raise RuntimeError(f"{what} failed:\n{log.read_text()[-3000:]}")
     return dict(**json.loads(Path(spec["out"]).read_text()), peak_rss_mb=usage.ru_maxrss / 1024)
 
 
