@@ -1,6 +1,6 @@
 """Time to quality: train the offline default and score the adherence benchmark along the way, against minutes and images.
 
-    python bench/time_to_quality.py                      # t2i-train's default recipe (1,250 steps), 2 threads (bench/README.md)
+    python bench/time_to_quality.py                      # t2i-train's default recipe (1,600 steps), 2 threads (bench/README.md)
     python bench/time_to_quality.py --minutes 1 --points 0.5 --n-per-prompt 1 --final-n-per-prompt 1 --per-category 5 --guidance 1,2  # smoke
     python bench/time_to_quality.py --final-steps 10,20,40 --final-schedulers dpm++2m,unipc,euler,ddim   # also choose the sampler
 

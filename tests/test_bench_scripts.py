@@ -72,8 +72,8 @@ def test_train_speedups_smoke(tmp_path):
     assert rows["default"]["ratio"] == 1 and rows["ema_every4"]["ratio"] == rows["ema_every4"]["per_round"][0] / rows["default"]["per_round"][0]
     assert rows["ema_every4"]["losses_identical"]  # the EMA never touches the trained weights: same batches, same losses
     run = result["run"]
-    assert (run["max_steps"], run["val_every"], run["checkpoint_every"]) == (1250, 250, 500)  # the tiny preset's default run
-    assert {e["what"]: e["per_run"] for e in run["extras"]} == dict(val_loss=5, sample_grid=5, loss_curve_plot=5, checkpoint=3)
+    assert (run["max_steps"], run["val_every"], run["checkpoint_every"]) == (1600, 250, 500)  # the tiny preset's default run
+    assert {e["what"]: e["per_run"] for e in run["extras"]} == dict(val_loss=7, sample_grid=7, loss_curve_plot=7, checkpoint=4)
     assert all(e["seconds"] > 0 for e in run["extras"]) and 0 < run["extras_share"] < 1
     profile = (tmp_path / "profile.txt").read_text()
     assert "aten::" in profile and "| backward |" in profile and "| optimizer step |" in profile
