@@ -93,3 +93,20 @@ def test_cost_curves_smoke(tmp_path):
         assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 100 for p in c["points"])  # a process with torch loaded
     assert (tmp_path / "cost_curves.png").stat().st_size > 10_000
     assert "| curve | point | seconds |" in proc.stdout
+
+
+def test_speckle_smoke(tmp_path):
+    "`bench/speckle.py` on a saved random-weight tiny model: a row per setting, same images count, a clear error for a bad setting."
+    from text2imagegen.model import build_pipeline
+    build_pipeline("tiny").save_pretrained(tmp_path / "model")
+    out = tmp_path / "speckle.json"
+    cmd = [sys.executable, "bench/speckle.py", "--models", str(tmp_path / "model"), "--per-category", "2",
+           "--categories", "single,counting", "--out", str(out)]
+    proc = subprocess.run(cmd + ["--settings", "dpm++2m:2:3,dpm++2m_thresholding:2:3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["sampler"], r["steps"], r["guidance"]) for r in rows] == [("dpm++2m", 2, 3.0), ("dpm++2m_thresholding", 2, 3.0)]
+    assert all(r["n"] == 4 and 0 <= r["speckle"] <= 1 and 0 <= r["images_with_speckle"] <= 4 for r in rows)
+    assert "| model | sampler | steps | guidance | speckle |" in proc.stdout and f"JSON: {out}" in proc.stdout
+    bad = subprocess.run(cmd + ["--settings", "dpm3:20:3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "sampler:steps:guidance" in bad.stderr and "dpm++2m" in bad.stderr
