@@ -8,7 +8,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/evaluate.html.md"""
 __all__ = ['INCEPTION_WEIGHTS', 'INCEPTION_URL', 'FEATURES', 'JudgeFeatures', 'InceptionFeatures', 'inception_features', 'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap', 'kid_from_features', 'inception_score_from_logits', 'precision_recall', 'density_coverage', 'PixelFeatures', 'CLIPImageFeatures', 'get_extractor', 'distribution_metrics', 'background_speckle', 'clip_score', 'validation_loss', 'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure', 'per_prompt_chart', 'run_folder', 'eval_data', 'heldout_images', 'captioned_pairs', 'default_feature', 'evaluate_captioned']
 
 # %% ../nbs/04_evaluate.ipynb #0058087d
-import json, warnings
+import json, statistics, warnings
 from pathlib import Path
 
 import numpy as np
@@ -108,12 +108,13 @@ def fid_bootstrap(real:torch.Tensor, # (N, D) real features
                   seed:int=0, # seeds the resampling
                   level:float=0.95, # interval coverage
                  ) -> tuple:
-    "Percentile bootstrap interval of FID, resampling both sets with replacement (repeated images raise FID, so at small n the interval can lie above the estimate)."
+    "Normal bootstrap interval of FID: the estimate ± z × the spread of FIDs over resamples of both sets (floored at 0)."
     g = torch.Generator().manual_seed(seed)
     fids = [fid_from_features(real[torch.randint(len(real), (len(real),), generator=g)],
                               fake[torch.randint(len(fake), (len(fake),), generator=g)], warn=False) for _ in range(n_boot)]
-    lo, hi = np.quantile(fids, [(1 - level) / 2, (1 + level) / 2])
-    return (float(lo), float(hi))
+    half = statistics.NormalDist().inv_cdf((1 + level) / 2) * float(np.std(fids, ddof=1))
+    fid = fid_from_features(real, fake, warn=False)
+    return (max(fid - half, 0.0), fid + half)
 
 # %% ../nbs/04_evaluate.ipynb #432d7677
 def kid_from_features(real:torch.Tensor, # (N, D) real features
