@@ -120,11 +120,11 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))  # kept if a later part is cut short
             print(f"training at {px} px done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions, torch.bfloat16)
+        sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions, torch.bfloat16, rounds=2)
         rows += sampled if isinstance(sampled, list) else [dict(task="sample", how="all", px=sample_px, batch="-", **sampled)]
         Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))
         if compile:  # the largest batch only: compiling takes a minute or more per shape
-            compiled = measured(sampling_rows, model, sample_px, [2 if smoke else 8], sample_steps, device, captions, torch.bfloat16, True)
+            compiled = measured(sampling_rows, model, sample_px, [2 if smoke else 8], sample_steps, device, captions, torch.bfloat16, True, rounds=2)
             rows += [r for r in compiled if "compile" in r["how"]] if isinstance(compiled, list) else [
                 dict(task="sample", how="generate + torch.compile", px=sample_px, batch="-", **compiled)]
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"

@@ -1,7 +1,7 @@
 """Sampling overhead: how much of `generate`'s time is not the UNet, and how it compares with diffusers' pipeline.
 
 For each model and batch size, three ways of drawing the same number of denoising steps with classifier-free
-guidance, interleaved and each the faster of two runs: the project's `generate` (text encoding, scheduler, noise,
+guidance, interleaved and each the fastest of `--rounds` runs (5): the project's `generate` (text encoding, scheduler, noise,
 decoding to PIL included), diffusers' `StableDiffusionPipeline` on the same component objects and scheduler (for
 SD-architecture models), and the UNet alone (one batched guidance forward per step through `Text2ImagePipeline.predict`,
 nothing else) as the floor of both. `--compile` adds `generate` with the UNet compiled by `torch.compile`, as
@@ -44,6 +44,7 @@ def sampling_rows(model:Path, # a saved pipeline folder
                   prompts:list, # at least max(batches) prompts
                   dtype=torch.float32, # weights' dtype
                   compile:bool=False, # also time `generate` with the UNet compiled
+                  rounds:int=5, # interleaved rounds; each way keeps its fastest
                  ) -> list:
     "Seconds per batch of `generate`, of `StableDiffusionPipeline` on the same components (SD architecture), and of the UNet alone."
     from diffusers import StableDiffusionPipeline
@@ -77,7 +78,7 @@ def sampling_rows(model:Path, # a saved pipeline folder
     for b in batches:
         for way in ways.values(): way(b, 2); sync(device)  # warm-up
         best = {k: float("inf") for k in ways}; peaks = {}
-        for _ in range(2):  # interleaved; the faster of two runs each
+        for _ in range(rounds):  # interleaved; the fastest run of each way
             for name, way in ways.items(): best[name] = min(best[name], timed(way, b)); peaks[name] = peak_gb(device)
         floor[b] = best["UNet alone"]
         rows += [dict(task="sample", how=name, px=resolution, batch=b, steps=steps, it_per_s=steps / best[name], seconds=best[name],
@@ -86,7 +87,7 @@ def sampling_rows(model:Path, # a saved pipeline folder
         pipe.unet.compile()
         for b in batches:
             t0 = time.perf_counter(); ways["generate (project)"](b, 2); sync(device); compile_s = time.perf_counter() - t0
-            best = min(timed(ways["generate (project)"], b) for _ in range(2))
+            best = min(timed(ways["generate (project)"], b) for _ in range(rounds))
             rows.append(dict(task="sample", how="generate + torch.compile (t2i-sample --compile)", px=resolution, batch=b, steps=steps,
                              it_per_s=steps / best, seconds=best, over_unet=best / floor[b], peak_gb=peak_gb(device), compile_s=compile_s))
     return rows
@@ -107,6 +108,7 @@ def main(steps:int=20,                               # Denoising steps
          batches:str="1,8",                          # Batch sizes, comma-separated
          threads:int=2,                              # CPU threads for torch
          compile:bool=False,                         # Also time generate with the UNet compiled
+         rounds:int=5,                               # Interleaved rounds; each way keeps its fastest
          out:str="bench/results/sample_overhead.json", # JSON of every row
 ):
     "Sampling time of the project's pipeline over the UNet alone, and against diffusers' pipeline, on the CPU."
@@ -120,7 +122,7 @@ def main(steps:int=20,                               # Denoising steps
         for name, make, px in (("tiny preset (Shapes)", lambda: build_pipeline("tiny"), 32),
                                ("tiny SD architecture", tiny_sd_pipeline, 64)):
             make().save_pretrained(Path(d) / name)
-            rows += [dict(model=name, **r) for r in sampling_rows(Path(d) / name, px, bs, steps, device, prompts, compile=compile)]
+            rows += [dict(model=name, **r) for r in sampling_rows(Path(d) / name, px, bs, steps, device, prompts, compile=compile, rounds=rounds)]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(dict(threads=threads, torch=torch.__version__, rows=rows), indent=1))
     print(overhead_table(rows)); print(f"JSON: {out}")
