@@ -5,14 +5,13 @@ Speckle is `text2imagegen.metrics.background_speckle`: the share of background p
 each setting, so rows differ only by model and setting. `dpm++2m_thresholding` is dpm++2m with diffusers' dynamic
 thresholding of the x0 prediction. Prints one table and writes JSON.
 
-    python bench/speckle.py runs/default                         # one model, every setting
-    python bench/speckle.py runs/default,bench/results/seed-1    # several models side by side
+    python bench/speckle.py --models runs/default                              # one model, every setting
+    python bench/speckle.py --models runs/default,bench/results/default-1250   # several models side by side
 """
 from __future__ import annotations
 import json, time
 from pathlib import Path
 
-import diffusers
 import torch
 from fastcore.script import call_parse
 
@@ -21,8 +20,8 @@ from text2imagegen.judge import adherence_prompts, benchmark_seeds
 from text2imagegen.metrics import background_speckle
 from text2imagegen.model import load_pipeline
 
-S.SCHEDULERS["dpm++2m_thresholding"] = (diffusers.DPMSolverMultistepScheduler,
-                                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False, "thresholding": True})
+_dpm_class, _dpm_kwargs = S.SCHEDULERS["dpm++2m"]
+S.SCHEDULERS["dpm++2m_thresholding"] = (_dpm_class, {**_dpm_kwargs, "thresholding": True})  # the default sampler, x0 clipped
 
 SETTINGS = "dpm++2m:20:3,dpm++2m:20:1,dpm++2m:20:2,dpm++2m:20:5,dpm++2m:50:3,euler_a:30:3,dpm++2m_thresholding:20:3"
 
