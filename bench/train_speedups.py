@@ -27,7 +27,7 @@ from transformers.utils import logging as transformers_logging
 
 for lib in (diffusers_logging, transformers_logging): lib.set_verbosity_error(); lib.disable_progress_bar()
 import text2imagegen.train as train_module
-from text2imagegen.train import TrainConfig, Trainer, plot_loss_curve, start_log, _log_line
+from text2imagegen.train import TrainConfig, Trainer, plot_loss_curve, start_log, log_line
 
 
 class Skip(Exception): "An attempt this machine cannot run; the message says why."
@@ -183,7 +183,7 @@ def time_extras(tr:Trainer, work:Path) -> dict:
     if not log.exists():  # a whole run's log, for the plot
         with start_log(log) as f:
             for s in range(1, cfg.max_steps + 1):
-                f.write(_log_line(dict(step=s, epoch=s / 2, loss=0.1 + 1 / s, val_loss=0.1 + 1 / s if s % cfg.val_every == 0 else None,
+                f.write(log_line(dict(step=s, epoch=s / 2, loss=0.1 + 1 / s, val_loss=0.1 + 1 / s if s % cfg.val_every == 0 else None,
                                        lr=1e-3, images_per_s=80)))
     jobs = {"val_loss": tr.val_loss, "sample_grid": lambda: tr.sample_grid(cfg.val_prompts, work / "grid.png"),
             "loss_curve_plot": lambda: plot_loss_curve(log, work / "loss_curve.png"), "checkpoint": tr.checkpoint}

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
                                 ShapesWorld, caption_for, render, pil_to_tensor, cache_dir)
+from .run_folder import write_text_atomically
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -533,7 +534,6 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
                         ) -> Path:
     "Write `defaults` into the saved pipeline's `model_index.json` (atomically); returns that file."
     from text2imagegen.sample import SCHEDULERS
-    from text2imagegen.train import _write_text  # temp file, fsync, rename
     folder = Path(model_dir)
     if (folder/"model"/"model_index.json").is_file(): folder = folder/"model"
     path = folder/"model_index.json"
@@ -545,5 +545,5 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
         raise ValueError(f"steps must be at least 1 and guidance_scale at least 0, got {defaults}")
     index = json.loads(path.read_text())
     index["sample_defaults"] = dict(guidance_scale=float(defaults["guidance_scale"]), scheduler=defaults["scheduler"], steps=int(defaults["steps"]))
-    _write_text(path, json.dumps(index, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(index, indent=2) + "\n")
     return path

@@ -30,10 +30,14 @@ from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices,
                                 pick_caption, drop_captions, tensor_to_pil, image_size)
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, _pipeline_folder
 from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
+from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_atomically, split_tensors, join_tensors,
+    recover_folder, write_atomically, checkpoints, latest_checkpoint, intact_checkpoint, resume_checkpoint, save_checkpoint,
+    load_checkpoint, LOG_COLUMNS, read_log, log_line, start_log, append_log, plot_loss_curve, RunLock, recover_run,
+    check_output_dir, clear_run_folder, mark_run_folder, is_run_folder, checkpoint_step)
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
-           'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'LOG_COLUMNS', 'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE',
+           'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE',
            'CALLBACK_EVENTS', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer', 'check_sample_settings',
            'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults', 'check_lora',
            'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
@@ -42,12 +46,10 @@ __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFA
            'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
            'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
            'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target',
-           'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'split_tensors', 'join_tensors',
-           'recover_folder', 'write_atomically', 'checkpoints', 'latest_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'read_log', 'start_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'Trainer',
-           'heldout_examples', 'make_optimizer', 'MicroBatches', 'resume_changes', 'Callback', 'trainer_callbacks',
-           'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train', 'add_lora',
-           'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
+           'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'Trainer', 'heldout_examples',
+           'make_optimizer', 'MicroBatches', 'resume_changes', 'Callback', 'trainer_callbacks', 'LogCallback',
+           'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict',
+           'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -248,7 +250,7 @@ def check_lora(self:TrainConfig):
 @patch
 def save(self:TrainConfig, path:str|Path):
     "Write the config as JSON (atomically)."
-    _write_text(Path(path), json.dumps(asdict(self), indent=2))
+    write_text_atomically(Path(path), json.dumps(asdict(self), indent=2))
 
 @patch(cls_method=True)
 def load(cls:TrainConfig, path:str|Path) -> TrainConfig:
@@ -258,19 +260,6 @@ def load(cls:TrainConfig, path:str|Path) -> TrainConfig:
     if unknown: raise ValueError(f"Unknown TrainConfig fields in {path}: {sorted(unknown)}")
     return cls(**d)
 
-def _temp_name(path:Path, kind:str="tmp") -> Path:
-    "A hidden sibling of `path` no other writer uses: `.{kind}-{name}-{pid}-{random}`."
-    return path.with_name(f".{kind}-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-def _write_text(path:Path, text:str):
-    "Write a small text file atomically: temp file, fsync, rename."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "w") as f: f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/02_train.ipynb #4114d926
 def make_pipeline(config:TrainConfig, # the run's config (preset, text_encoder, prediction_type, seed)
@@ -541,7 +530,7 @@ def filled_cache(folder:Path, # the cache folder, named by its fingerprint
         fill({name: DiskArray(tmp/f"{name}.npy") for name in arrays}, shard(n, rank, num_processes))
         barrier()
         if rank == 0:
-            _write_text(tmp/"done.json", json.dumps({k: [list(s), np.dtype(d).str] for k, (s, d) in arrays.items()}))
+            write_text_atomically(tmp/"done.json", json.dumps({k: [list(s), np.dtype(d).str] for k, (s, d) in arrays.items()}))
             if folder.exists() and not (folder/"done.json").exists(): shutil.rmtree(folder)  # an unfinished leftover
             try: os.replace(tmp, folder)
             except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another run finished the same cache first
@@ -862,224 +851,6 @@ def batch_loss(pipe, # the pipeline (for `predict`)
     weight = min_snr_weight(scheduler, timesteps, min_snr_gamma) if min_snr_gamma else None
     return diffusion_loss(pred, training_target(scheduler, x0, noise, timesteps), weight)
 
-# %% ../nbs/02_train.ipynb #4b5adbb4
-def split_tensors(obj, # nested dicts/lists/tuples of tensors and plain values
-                  tensors:dict, # receives the tensors, keyed by their path
-                  key:str="state", # path of `obj`
-                 ):
-    "JSON-able skeleton of `obj`, with every tensor moved into `tensors`."
-    if torch.is_tensor(obj):
-        tensors[key] = obj.detach().cpu().contiguous().clone()
-        return {"__tensor__": key}
-    if isinstance(obj, dict): return {"__dict__": [[k, split_tensors(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)): return [split_tensors(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
-    return obj
-
-def join_tensors(obj, # a skeleton from `split_tensors`
-                 tensors:dict, # the tensors
-                ):
-    "Inverse of `split_tensors`."
-    if isinstance(obj, dict):
-        if "__tensor__" in obj: return tensors[obj["__tensor__"]]
-        return {k: join_tensors(v, tensors) for k, v in obj["__dict__"]}
-    if isinstance(obj, list): return [join_tensors(v, tensors) for v in obj]
-    return obj
-
-# %% ../nbs/02_train.ipynb #1b405bdc
-_SLOW_SAVE_ENV = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
-
-def _test_pause():
-    if os.environ.get(_SLOW_SAVE_ENV): time.sleep(float(os.environ[_SLOW_SAVE_ENV]))
-
-def _fsync(path:Path):
-    fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
-def _siblings(folder:Path, kind:str) -> list:
-    "The hidden `.{kind}-{name}-*` siblings of `folder`, oldest first."
-    found = [p for p in folder.parent.glob(f".{kind}-{folder.name}-*") if re.fullmatch(rf"\.{kind}-{re.escape(folder.name)}-\d+-[0-9a-f]+", p.name)]
-    return sorted(found, key=lambda p: p.stat().st_mtime)
-
-def recover_folder(folder:Path) -> Path|None:
-    "Finish or undo an interrupted `write_atomically`: a complete new copy (`.new-`) or else the old one (`.old-`) takes the name; partial copies go."
-    folder = Path(folder)
-    if not folder.exists():
-        for kind in ("new", "old"):
-            if found := _siblings(folder, kind): os.replace(found[-1], folder); break
-    for kind in ("tmp", "new", "old"):
-        for p in _siblings(folder, kind): shutil.rmtree(p, ignore_errors=True)
-    return folder if folder.exists() else None
-
-def write_atomically(folder:Path, # the folder to (re)place
-                     write, # callable writing the folder's contents into the path it is given
-                    ) -> Path:
-    "Write a folder via `write(tmp)` into a temporary sibling, fsync it, mark it complete, then rename it into place."
-    folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
-    recover_folder(folder)
-    tmp = _temp_name(folder); tmp.mkdir()
-    try:
-        write(tmp); _test_pause()
-        for f in tmp.rglob("*"):
-            if f.is_file(): _fsync(f)
-        _fsync(tmp)
-    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent); _test_pause()  # complete from here on
-    old = None
-    if folder.exists(): old = _temp_name(folder, "old"); os.replace(folder, old); _test_pause()
-    os.replace(new, folder); _fsync(folder.parent)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-# %% ../nbs/02_train.ipynb #1984ae08
-def _step_of(checkpoint:Path) -> int: return int(Path(checkpoint).name.split("-")[-1])
-
-def checkpoints(run_dir:Path) -> list:
-    "Complete checkpoint folders of a run, oldest first."
-    found = [p for p in (Path(run_dir)/"checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=_step_of)
-
-def latest_checkpoint(run_dir:Path) -> Path|None:
-    "The newest complete checkpoint of a run, or None."
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
-
-def save_checkpoint(run_dir:Path, # the run folder
-                    step:int, # global step
-                    weights:dict, # the UNet's state dict
-                    state:dict, # everything else (nested; tensors allowed)
-                    keep:int=2, # checkpoints to keep
-                   ) -> Path:
-    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights + state); keep it and the `keep - 1` before it, delete any later ones."
-    def write(tmp):
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp/"unet.safetensors")
-        tensors = {}
-        skeleton = split_tensors(state, tensors)
-        save_file(tensors, tmp/"state.safetensors")
-        (tmp/"state.json").write_text(json.dumps(skeleton))
-    path = write_atomically(Path(run_dir)/"checkpoints"/f"checkpoint-{step:06d}", write)
-    before = [c for c in checkpoints(run_dir) if _step_of(c) < step]
-    later = [c for c in checkpoints(run_dir) if _step_of(c) > step]  # steps this run never reached: another history
-    for old in later + before[:max(0, len(before) - (keep - 1))]: shutil.rmtree(old)
-    return path
-
-def load_checkpoint(path:Path) -> tuple:
-    "(UNet weights, state) of a checkpoint folder written by `save_checkpoint`."
-    path = Path(path)
-    state = join_tensors(json.loads((path/"state.json").read_text()), load_file(path/"state.safetensors"))
-    return load_file(path/"unet.safetensors"), state
-
-# %% ../nbs/02_train.ipynb #407381ac
-LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "lr", "images_per_s")
-
-def _log_row(row:dict) -> dict:
-    if None in row or set(row) != set(LOG_COLUMNS) or any(row[k] in (None, "") for k in LOG_COLUMNS if k != "val_loss"): raise ValueError(row)
-    return {k: (float(v) if v != "" else None) for k, v in row.items()}
-
-def read_log(path:Path) -> list:
-    "Rows of a `log.csv` as dicts of floats (missing val_loss is None); a torn last row (cut off by a crash or a full disk) is left out."
-    if not Path(path).exists(): return []
-    lines = Path(path).read_text(errors="replace").replace("\0", "").splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"): lines = lines[:-1]  # rows are written whole, newline last: this one was cut off
-    rows = list(csv.DictReader(lines))
-    out = []
-    for i, row in enumerate(rows):
-        try: out.append(_log_row(row))
-        except ValueError:
-            if i < len(rows) - 1: raise ValueError(f"{path}, line {i + 2}: not a row of {', '.join(LOG_COLUMNS)}: {lines[i + 1].strip()!r}")
-            warnings.warn(f"{path}: left out a torn last row ({lines[i + 1].strip()!r})")
-    return out
-
-def start_log(path:Path, # the log.csv
-              keep_until:int|None=None, # on resume: keep rows up to this step, drop later ones
-             ):
-    "Open `log.csv` for appending, starting fresh or keeping the rows up to a resumed step."
-    rows = [r for r in read_log(path) if keep_until is not None and r["step"] <= keep_until]
-    _write_text(Path(path), ",".join(LOG_COLUMNS) + "\n" + "".join(_log_line(r) for r in rows))
-    return open(path, "a")
-
-def _log_line(row): return ",".join("" if row.get(k) is None else f"{row[k]:.6g}" for k in LOG_COLUMNS) + "\n"
-
-# %% ../nbs/02_train.ipynb #4a93a015
-def plot_loss_curve(log_path:Path, # a run's log.csv
-                    png_path:Path|None=None, # where to save the figure (None: only return it)
-                   ):
-    "Training loss (raw and smoothed) and validation loss against the global step."
-    import matplotlib.pyplot as plt
-    rows = read_log(log_path)
-    steps, loss = np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
-    smooth, avg = [], 0.0
-    for i, l in enumerate(loss): avg = 0.98 * avg + 0.02 * l; smooth.append(avg / (1 - 0.98 ** (i + 1)))
-    val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
-    ax.plot(steps, loss, alpha=0.25, color="C0"); ax.plot(steps, smooth, color="C0", label="train (smoothed)")
-    if val: ax.plot(*zip(*val), "o-", color="C1", label="validation")
-    ax.set_xlabel("global step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend(); fig.tight_layout()
-    if png_path is not None: fig.savefig(png_path); plt.close(fig)
-    return fig
-
-# %% ../nbs/02_train.ipynb #a1f0c0df
-def _pid_running(pid:int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except (OSError, IndexError): return True
-
-class RunLock:
-    "An exclusive lock on a run folder: the OS lock on `.lock` excludes other writers; the file names the holder (pid, host)."
-    def __init__(self, run_dir:str|Path): self.path, self.fd = Path(run_dir)/".lock", None
-    def holder(self, fd=None) -> dict:
-        "The pid and host written in the lock file ({} if none)."
-        try: return json.loads(os.pread(fd, 4096, 0) if fd is not None else self.path.read_bytes())
-        except (OSError, ValueError): return {}
-    def _busy(self, who:dict, hint:str) -> RuntimeError:
-        return RuntimeError(f"{self.path.parent} is in use by another training run (pid {who.get('pid')} on host {who.get('host')}; "
-                            f"lock file {self.path}). {hint}")
-
-# %% ../nbs/02_train.ipynb #a1f0c0e0
-@patch
-def acquire(self:RunLock) -> RunLock:
-    "Take the lock, or raise naming its holder; a lock left by a dead process of this host is taken over with a warning."
-    import fcntl
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    while True:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            who = self.holder(fd); os.close(fd)
-            raise self._busy(who, "Wait for it to finish, or stop it first.")
-        try:
-            if os.stat(self.path).st_ino == os.fstat(fd).st_ino: break  # still the lock file (not one a releasing holder just removed)
-        except FileNotFoundError: pass
-        os.close(fd)
-    who = self.holder(fd)
-    if who and (who.get("pid"), who.get("host")) != (me["pid"], me["host"]):
-        if who.get("host") != me["host"] or _pid_running(who.get("pid", -1)):
-            os.close(fd)
-            raise self._busy(who, f"If that run has ended, delete {self.path}.")
-        warnings.warn(f"Taking over {self.path}: its holder (pid {who.get('pid')} on this host) is no longer running")
-    os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(me).encode(), 0); os.fsync(fd)
-    self.fd = fd
-    return self
-
-@patch
-def release(self:RunLock):
-    "Remove the lock file and let go of the lock (nothing if not held)."
-    if self.fd is None: return
-    with contextlib.suppress(FileNotFoundError): os.remove(self.path)
-    os.close(self.fd); self.fd = None
-
-def recover_run(run_dir:Path):
-    "Finish or undo the atomic writes a killed run left in its folder: the model, checkpoints, small files."
-    run = Path(run_dir)
-    recover_folder(run/"model"); recover_folder(run/"lora")
-    for name in sorted({m.group(1) for p in (run/"checkpoints").glob(".*") if (m := re.match(r"\.(?:tmp|new|old)-(checkpoint-\d+)-", p.name))}):
-        recover_folder(run/"checkpoints"/name)
-    for p in run.glob(".tmp-*"):
-        if p.is_file(): p.unlink()
-
 # %% ../nbs/02_train.ipynb #b963d1f4
 class Trainer:
     "One training run of a `TrainConfig` on `accelerate`: data, caches, model, optimizer, EMA, logs, checkpoints."
@@ -1196,7 +967,7 @@ def write_buckets(self:Trainer) -> Path:
             resized, box = ImageTransform(size).crop_box(*self.image_sizes[i])
             record["images"][self.train_set.ids[i]] = dict(size=list(self.image_sizes[i]), bucket=list(size), resized=list(resized),
                                                            crop=list(box) if cfg.crop == "center" else None)
-    _write_text(self.run_dir/"buckets.json", json.dumps(record))
+    write_text_atomically(self.run_dir/"buckets.json", json.dumps(record))
     return self.run_dir/"buckets.json"
 
 # %% ../nbs/02_train.ipynb #8950dbd2
@@ -1525,7 +1296,7 @@ class LogCallback(Callback):
     def after_step(self, trainer):
         if not trainer.is_main: return
         epoch = trainer.micro_batch / max(1, trainer.batches.per_epoch)
-        trainer.log.write(_log_line(dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss, val_loss=trainer.step_val_loss,
+        trainer.log.write(log_line(dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss, val_loss=trainer.step_val_loss,
                                          lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s)))
         trainer.log.flush()
 
@@ -1559,7 +1330,7 @@ def write_heldout(self:Trainer) -> Path:
     cfg = self.config
     record = dict(data=cfg.data, split=cfg.split, subset=cfg.subset, seed=cfg.seed, image_ids=list(self.heldout.ids),
                   val_loss_image_ids=list(self.heldout.ids[:cfg.val_size]))
-    _write_text(self.run_dir/"heldout.json", json.dumps(record, indent=1))
+    write_text_atomically(self.run_dir/"heldout.json", json.dumps(record, indent=1))
     return self.run_dir/"heldout.json"
 
 @patch
@@ -1571,7 +1342,7 @@ def fit(self:Trainer) -> Path:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
             if self.buckets: self.write_buckets()
-            if self.sources: _write_text(self.run_dir/"config_sources.json", json.dumps(self.sources, indent=2))
+            if self.sources: write_text_atomically(self.run_dir/"config_sources.json", json.dumps(self.sources, indent=2))
             self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
             if self.resumed:
                 with open(self.run_dir/"resumes.jsonl", "a") as f: f.write(json.dumps(self.resumed) + "\n")
@@ -1625,7 +1396,7 @@ def stop(self:Trainer) -> Path:
     "Checkpoint the step reached (unless just done) and end the run early; `resume` continues it exactly."
     if self.is_main:
         ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None or _step_of(ckpt) != self.step: ckpt = self.checkpoint()
+        if ckpt is None or checkpoint_step(ckpt) != self.step: ckpt = self.checkpoint()
         command = self.command or f"the same config with resume=True (output_dir={str(self.run_dir)!r})"
         print(f"Stopped by {self.stop_signal or 'a signal to another process'} at step {self.step}; checkpoint: {ckpt}\n"
               f"Continue with: {command}", flush=True)
@@ -1767,6 +1538,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help=f"bundled recipe: {', '.join(recipe_names())}")
     p.add_argument("--config", help="JSON file of TrainConfig fields, e.g. a run's config.json")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config (and where each value came from) and a data summary, then exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one-line message")
     docs = field_docs()
     for f in fields(TrainConfig):
         flag, help = f"--{f.name.replace('_', '-')}", docs[f.name].replace("%", "%%")  # (argparse formats help with %)
