@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/cli.html.md"""
 
 # %% ../nbs/06_cli.ipynb #e550cd35
 from __future__ import annotations
-import contextlib, importlib, os, signal, sys, traceback
+import contextlib, importlib, os, signal, sys, traceback, warnings
 
 # %% auto #0
 __all__ = ['DEBUG_ENV', 'USAGE_ERRORS', 'Stopped', 'signal_name', 'interrupt_signals', 'error_line', 'run_command',
@@ -46,8 +46,9 @@ def error_line(e:BaseException) -> str:
 def run_command(name:str, # the command's name, which starts each message
                 main, # runs the command (parsing `sys.argv`)
                ) -> int:
-    "Run a command as a console script: an expected error is one line (exit 2 for usage, 1 at run time), a stop is its summary (exit 130)."
+    "Run a command as a console script: an expected error is one line (exit 2 for usage, 1 at run time), a stop is its summary (exit 130), a warning one line."
     debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if not debug: warnings.showwarning = lambda message, *_, **__: print(f"{name}: warning: {message}", file=sys.stderr, flush=True)
     try: main(); return 0
     except KeyboardInterrupt as e:
         print(f"{name}: {e.summary if isinstance(e, Stopped) else f'stopped by {signal_name(e)}; every file written so far is complete'}",

@@ -15,12 +15,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 
 # %% auto #0
-__all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name', 'follow_umask', 'DiskFull',
+__all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name', 'follow_umask', 'free_space', 'DiskFull',
            'write_file_atomically', 'write_text_atomically', 'split_tensors', 'join_tensors', 'recover_folder',
            'write_atomically', 'file_sha256', 'write_checksums', 'checkpoint_problems', 'checkpoint_step',
-           'checkpoints', 'latest_checkpoint', 'intact_checkpoint', 'save_checkpoint', 'load_checkpoint', 'read_log',
-           'log_line', 'start_log', 'append_log', 'plot_loss_curve', 'RunLock', 'recover_run', 'mark_run_folder',
-           'is_run_folder', 'check_output_dir', 'clear_run_folder', 'resume_checkpoint']
+           'checkpoints', 'latest_checkpoint', 'intact_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'checkpoint_json', 'read_log', 'log_line', 'start_log', 'append_log', 'plot_loss_curve', 'pid_running',
+           'RunLock', 'recover_run', 'mark_run_folder', 'is_run_folder', 'check_output_dir', 'clear_run_folder',
+           'resume_checkpoint']
 
 # %% ../nbs/02c_run_folder.ipynb #0bded066
 def temp_name(path:Path, kind:str="tmp") -> Path:
@@ -43,14 +44,26 @@ def _size(path:Path) -> int:
     if path.is_file(): return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
-def _mb(n:int) -> str: return f"{n / 1e6:,.1f} MB"
+def _bytes(n:int) -> str:
+    "A size for people: 512 bytes, 3.2 kB, 41.7 MB, 3.4 GB."
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size: return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+def free_space(path:Path) -> int:
+    "Bytes free on the file system that holds `path` (or the nearest folder above it that exists)."
+    path = Path(path).absolute()
+    return shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
 
 class DiskFull(OSError):
     "No space left for a write: says where, how much was needed and how much is free; nothing written before was touched."
-    def __init__(self, path:Path, needed:int):
-        free = shutil.disk_usage(next(p for p in Path(path).absolute().parents if p.exists())).free
-        super().__init__(errno.ENOSPC, f"No space left on the device for {path}: it needs at least {_mb(needed)} and {_mb(free)} "
-                                       "are free there. Every file written before is intact; free some space and run the command again")
+    def __init__(self, path:Path, # what was being written
+                 needed:int, # bytes it needs (at least)
+                 then:str="free some space and run the command again", # what to do next
+                ):
+        free = free_space(Path(path).parent)
+        space = f"it needs at least {_bytes(needed)} and {_bytes(free)} are free there" if needed else f"{_bytes(free)} are free there"
+        super().__init__(errno.ENOSPC, f"No space left on the device for {path}: {space}. Every file written before is intact: {then}")
         self.path, self.needed, self.free = Path(path), needed, free
 
 def _is_enospc(e:BaseException) -> bool:
@@ -130,10 +143,12 @@ def recover_folder(folder:Path) -> Path|None:
 
 def write_atomically(folder:Path, # the folder to (re)place
                      write, # callable writing the folder's contents into the path it is given
+                     needed:int|None=None, # bytes it will take, if known: checked against the free space first
                     ) -> Path:
     "Write a folder via `write(tmp)` into a temporary sibling, fsync it, mark it complete, then rename it into place."
     folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(folder)
+    if needed is not None and needed > free_space(folder.parent): raise DiskFull(folder, needed)
     tmp = temp_name(folder); tmp.mkdir()
     try:
         write(tmp); _test_pause()
@@ -143,7 +158,7 @@ def write_atomically(folder:Path, # the folder to (re)place
     except BaseException as e:
         written = _size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        if _is_enospc(e): raise DiskFull(folder, max(written, _size(folder))) from e
+        if _is_enospc(e): raise DiskFull(folder, max(written, needed or 0, _size(folder))) from e
         raise
     new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent); _test_pause()  # complete from here on
     old = None
@@ -228,7 +243,9 @@ def save_checkpoint(run_dir:Path, # the run folder
         save_file(tensors, tmp/"state.safetensors")
         (tmp/"state.json").write_text(json.dumps(skeleton))
         write_checksums(tmp)
-    path = write_atomically(Path(run_dir)/"checkpoints"/f"checkpoint-{step:06d}", write)
+    state_tensors = {}; split_tensors(state, state_tensors)
+    needed = sum(t.numel() * t.element_size() for t in [*weights.values(), *state_tensors.values()])
+    path = write_atomically(Path(run_dir)/"checkpoints"/f"checkpoint-{step:06d}", write, needed)
     before = [c for c in checkpoints(run_dir) if checkpoint_step(c) < step]
     later = [c for c in checkpoints(run_dir) if checkpoint_step(c) > step]  # steps this run never reached: another history
     for old in later + before[:max(0, len(before) - (keep - 1))]: shutil.rmtree(old)
@@ -239,6 +256,13 @@ def load_checkpoint(path:Path) -> tuple:
     path = Path(path)
     state = join_tensors(json.loads((path/"state.json").read_text()), load_file(path/"state.safetensors"))
     return load_file(path/"unet.safetensors"), state
+
+def checkpoint_json(path:Path, # a checkpoint folder
+                    key:str, # a top-level entry of its state that holds no tensors (e.g. the config)
+                   ):
+    "One JSON-able entry of a checkpoint's state, read from `state.json` alone (no tensor is loaded); None if absent."
+    entries = dict(json.loads((Path(path)/"state.json").read_text()).get("__dict__", []))
+    return join_tensors(entries[key], {}) if key in entries else None
 
 # %% ../nbs/02c_run_folder.ipynb #407381ac
 LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "lr", "images_per_s")
@@ -302,7 +326,8 @@ def plot_loss_curve(log_path:Path, # a run's log.csv
     return fig
 
 # %% ../nbs/02c_run_folder.ipynb #a1f0c0df
-def _pid_running(pid:int) -> bool:
+def pid_running(pid:int) -> bool:
+    "Whether process `pid` of this host is running (a zombie has ended)."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True
@@ -339,7 +364,7 @@ def acquire(self:RunLock) -> RunLock:
         os.close(fd)
     who = self.holder(fd)
     if who and (who.get("pid"), who.get("host")) != (me["pid"], me["host"]):
-        if who.get("host") != me["host"] or _pid_running(who.get("pid", -1)):
+        if who.get("host") != me["host"] or pid_running(who.get("pid", -1)):
             os.close(fd)
             raise self._busy(who, f"If that run has ended, delete {self.path}.")
         warnings.warn(f"Taking over {self.path}: its holder (pid {who.get('pid')} on this host) is no longer running")
@@ -428,7 +453,7 @@ def resume_checkpoint(run_dir:Path) -> Path:
         raise FileNotFoundError(f"Cannot resume {run}: no such folder. Check its name, or start a new run without --resume")
     if not checkpoints(run):
         what = ("the run finished and its checkpoints are gone; its model is in " + str(run/"model") if (run/"model").is_dir()
-                else "it holds no checkpoint" if is_run_folder(run) else "it is not a run folder")
+                else "it holds no checkpoint" if is_run_folder(run) else "it is empty" if not any(run.iterdir()) else "it is not a run folder")
         raise FileNotFoundError(f"Cannot resume {run}: {what}. Start a new run in another --output-dir"
                                 + (", or start this one afresh with --overwrite" if is_run_folder(run) else ""))
     return intact_checkpoint(run)

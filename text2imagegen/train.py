@@ -33,7 +33,8 @@ from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
 from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_atomically, split_tensors, join_tensors,
     recover_folder, write_atomically, checkpoints, latest_checkpoint, intact_checkpoint, resume_checkpoint, save_checkpoint,
     load_checkpoint, LOG_COLUMNS, read_log, log_line, start_log, append_log, plot_loss_curve, RunLock, recover_run,
-    check_output_dir, clear_run_folder, mark_run_folder, is_run_folder, checkpoint_step)
+    check_output_dir, clear_run_folder, mark_run_folder, is_run_folder, checkpoint_step, checkpoint_json, free_space, pid_running)
+from .cli import Stopped, signal_name, interrupt_signals, run_command
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
@@ -42,14 +43,15 @@ __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFA
            'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults', 'check_lora',
            'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
            'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'filled_cache',
-           'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
-           'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
-           'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'training_target',
-           'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'Trainer', 'heldout_examples',
-           'make_optimizer', 'MicroBatches', 'resume_changes', 'Callback', 'trainer_callbacks', 'LogCallback',
-           'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train', 'add_lora', 'kohya_state_dict',
-           'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary', 't2i_train']
+           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'remove_stale_fills',
+           'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views',
+           'epoch_order', 'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets',
+           'group_buckets', 'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices',
+           'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'Trainer',
+           'heldout_examples', 'make_optimizer', 'MicroBatches', 'same_source', 'resume_changes', 'Callback',
+           'trainer_callbacks', 'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train',
+           'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
+           't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -438,7 +440,11 @@ class DiskArray:
             with open(self.path, "wb") as f:
                 header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
                 np.lib.format.write_array_header_1_0(f, header)
-                self.offset = f.tell(); f.truncate(self.offset + self.row_bytes * self.shape[0])
+                self.offset = f.tell(); size = self.offset + self.row_bytes * self.shape[0]
+                try: os.posix_fallocate(f.fileno(), 0, size)  # the space is taken now: a full disk shows here, not mid-fill
+                except (AttributeError, OSError) as e:  # (a file system without fallocate: a sparse file)
+                    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT): raise
+                    f.truncate(size)
         else:
             with open(self.path, "rb") as f:
                 major, _ = np.lib.format.read_magic(f)
@@ -512,6 +518,13 @@ def shard(n:int, # rows
     "The contiguous block of `n` rows that process `rank` encodes and trains on (blocks differ in size by at most one)."
     return range(n * rank // num_processes, n * (rank + 1) // num_processes)
 
+def remove_stale_fills(root:Path):
+    "Remove the temporary folders of cache fills whose process (on this host) has ended: a Ctrl-C, a kill, a crash."
+    for tmp in Path(root).glob(".tmp-*"):
+        try: owner = json.loads((tmp/"owner.json").read_text())
+        except (OSError, ValueError): continue  # no owner written: being made now, or not a fill of ours
+        if owner.get("host") == socket.gethostname() and not pid_running(owner.get("pid", -1)): shutil.rmtree(tmp, ignore_errors=True)
+
 def filled_cache(folder:Path, # the cache folder, named by its fingerprint
                  arrays:dict, # name -> (shape, dtype) of each array; all have the same number of rows
                  fill, # fill(arrays, rows): writes this process's `rows` (a range) into the open DiskArrays
@@ -523,12 +536,22 @@ def filled_cache(folder:Path, # the cache folder, named by its fingerprint
     barrier, folder = barrier or (lambda: None), Path(folder)
     if not (folder/"done.json").exists():
         tmp, n = folder.with_name(f".tmp-{folder.name}-{token}"), next(iter(arrays.values()))[0][0]
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-            for name, (shape, dtype) in arrays.items(): DiskArray(tmp/f"{name}.npy", shape, dtype)
-        barrier()
-        fill({name: DiskArray(tmp/f"{name}.npy") for name in arrays}, shard(n, rank, num_processes))
-        barrier()
+        needed = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in arrays.values())
+        try:
+            if rank == 0:
+                remove_stale_fills(folder.parent)
+                if needed > free_space(folder.parent): raise OSError(errno.ENOSPC, "No space left on device")
+                shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+                (tmp/"owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+                for name, (shape, dtype) in arrays.items(): DiskArray(tmp/f"{name}.npy", shape, dtype)
+            barrier()
+            fill({name: DiskArray(tmp/f"{name}.npy") for name in arrays}, shard(n, rank, num_processes))
+            barrier()
+        except BaseException as e:
+            if rank == 0: shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(folder, needed, then="free some space there or choose another --cache-dir, then run the command again") from e
+            raise
         if rank == 0:
             write_text_atomically(tmp/"done.json", json.dumps({k: [list(s), np.dtype(d).str] for k, (s, d) in arrays.items()}))
             if folder.exists() and not (folder/"done.json").exists(): shutil.rmtree(folder)  # an unfinished leftover
@@ -868,8 +891,14 @@ class Trainer:
         AcceleratorState._reset_state()  # a new run in the same process may use another mixed precision
         self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.is_main, self.device = acc.is_main_process, acc.device
-        self.lock, self.log, self.resumed, self.stop_signal = self.claim_run_dir(), None, None, None
+        self.lock, self.log, self.resumed, self.stop_signal, self.made_dirs, self.folder_open = None, None, None, None, [], False
         try:
+            self.phase = "checking the run folder"
+            self.resume_from = self.check_run_dir()  # every refusal before any data or cache work
+            self.lock = self.claim_run_dir()
+            self.phase = "reading the data"
+            self.load_data()
+            self.phase = "loading the model"
             self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
             self.pipe = make_pipeline(config)
             if config.prediction_type is None:  # recorded: the model's own
@@ -881,51 +910,84 @@ class Trainer:
             self.scheduler = noise_scheduler(self.pipe)
             self.timestep_weights = timestep_weights(self.scheduler.config.num_train_timesteps, config.timestep_bias,
                                                      config.timestep_bias_multiplier, config.timestep_bias_portion)
+            self.phase = "filling the caches"
             self.setup_data()
+            self.phase = "setting up training"
             self.setup_training()
             self.step, self.micro_batch, self.total_steps = 0, 0, self.planned_steps()
-            if config.resume: self.resume()
+            if config.resume: self.phase = "resuming"; self.resume()
+        except KeyboardInterrupt as e:
+            self.release()
+            raise Stopped(f"stopped by {signal_name(e)} while {self.phase}: nothing was trained and {self.run_dir} is as it was "
+                          f"found; run the same command to {'resume' if config.resume else 'start'} again") from None
         except BaseException: self.release(); raise
 
 # %% ../nbs/02_train.ipynb #5b4b8ca2
 @patch
+def check_run_dir(self:Trainer) -> Path|None:
+    "Refuse a run folder this run may not use (`check_output_dir`); on resume, the checkpoint to continue from, its fixed settings checked."
+    cfg = self.config
+    check_output_dir(self.run_dir, None if cfg.data == "shapes" else cfg.data, cfg.overwrite, cfg.resume)
+    if not cfg.resume: return None
+    ckpt = resume_checkpoint(self.run_dir)
+    saved = checkpoint_json(ckpt, "config") or json.loads((self.run_dir/"config.json").read_text())
+    fixed, _ = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
+    if fixed:
+        raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, its data or their order: "
+                         + "; ".join(f"{k} {b!r} -> {n!r}" for k, (b, n) in fixed.items())
+                         + f". Resume with the run's own values ({self.run_dir/'config.json'}), or start a new run in another --output-dir")
+    return ckpt
+
+@patch
 def claim_run_dir(self:Trainer) -> RunLock|None:
-    "Check the run folder suits the run (a fresh run needs an empty one, or `overwrite`); the main process locks it and recovers interrupted writes."
-    cfg, run = self.config, self.run_dir
-    used = run.exists() and any(p.name != ".lock" for p in run.iterdir())
-    if used and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(f"{run} already holds a run. Continue it with --resume (resume=True), delete it and start afresh with "
-                              f"--overwrite (overwrite=True), or choose another --output-dir")
+    "The main process locks the run folder (made if missing: removed again if the run ends before its first step) and recovers interrupted writes."
     lock = None
     if self.is_main:
-        lock = RunLock(run).acquire()
-        if used and cfg.overwrite:
-            for p in run.iterdir():
-                if p.name != ".lock": shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        recover_run(run)
+        self.made_dirs = [p for p in [self.run_dir, *self.run_dir.absolute().parents] if not p.exists()]  # deepest first
+        lock = RunLock(self.run_dir).acquire()
+        recover_run(self.run_dir)
     self.accelerator.wait_for_everyone()
     return lock
 
 @patch
 def release(self:Trainer):
-    "Close the log and unlock the run folder (nothing if already done)."
+    "Close the log and unlock the run folder (nothing if already done); a run that never wrote its folder leaves it as it found it."
     if self.log is not None and not self.log.closed: self.log.close()
-    if self.lock is not None: self.lock.release()
+    if self.lock is not None: self.lock.release(); self.lock = None
+    if not self.folder_open:
+        for folder in self.made_dirs:
+            with contextlib.suppress(OSError): folder.rmdir()  # only if still empty
+    self.made_dirs = []
 
 # %% ../nbs/02_train.ipynb #43537d1c
 @patch
-def setup_data(self:Trainer):
-    "Load the splits, fill the disk caches, fit the text whitening, fix validation and the grids' prompts (checked now), fingerprint the data."
-    cfg, acc = self.config, self.accelerator
+def load_data(self:Trainer):
+    "Read the splits and fingerprint them; refuse, before anything is built, too few images for one batch or other data than the checkpoint's."
+    cfg, processes = self.config, self.accelerator.num_processes
     self.train_set, self.heldout = load_images(cfg)
+    if len(self.train_set) < cfg.batch_size * processes:
+        raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of {cfg.batch_size} x {processes} process(es): "
+                         f"lower --batch-size to at most {max(1, len(self.train_set) // processes)}, or add images")
+    self.data_digest = fingerprint(images_digest(self.train_set), self.train_set.captions, list(self.heldout.ids))
+    if self.resume_from is not None and checkpoint_json(self.resume_from, "data_digest") not in (None, self.data_digest):
+        raise ValueError(f"Cannot resume {self.run_dir} from {self.resume_from.name}: the training data (its images, captions or held-out "
+                         "split) differ from the checkpoint's. Resume with the run's own data, or start a new run in another --output-dir")
+
+@patch
+def setup_data(self:Trainer):
+    "Fix validation and the grids' prompts (checked first), bucket the images, fill the disk caches, fit the text whitening."
+    cfg, acc = self.config, self.accelerator
+    self.examples = None if cfg.data == "shapes" else heldout_examples(self.heldout, cfg.resolution, seed=cfg.seed)
+    if cfg.val_prompts is None: cfg.val_prompts = list(DEFAULT_VAL_PROMPTS) if cfg.data == "shapes" else self.examples[0]
+    self.check_sampling()
+    self.transform = ImageTransform(cfg.resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
+    self.buckets = self.bucket_images() if cfg.buckets else None
     val_set = self.heldout.select(range(min(cfg.val_size, len(self.heldout))))
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()/"data"
     shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
                   token=str(int(self.main_value(os.getpid()))))
     self.captions = CaptionCache(self.pipe, [c for cs in self.train_set.captions + val_set.captions for c in cs], root, **shards)
     whitened = fit_text_whitening(self.pipe, self.captions, [c for cs in self.train_set.captions for c in cs])
-    self.transform = ImageTransform(cfg.resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
-    self.buckets = self.bucket_images() if cfg.buckets else None
     cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
     enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
     if cache and self.buckets: self.latents = BucketLatents(self.pipe, self.train_set, self.buckets, self.transform, root, **enc)
@@ -937,10 +999,6 @@ def setup_data(self:Trainer):
     self.val_noise = torch.randn(self.val_x0.shape, generator=g)
     self.val_t = torch.linspace(0, self.scheduler.config.num_train_timesteps - 1, n).round().long()
     self.val_ids = self.captions.ids([cs[0] for cs in val_set.captions])
-    self.examples = None if cfg.data == "shapes" else heldout_examples(self.heldout, cfg.resolution, seed=cfg.seed)
-    if cfg.val_prompts is None: cfg.val_prompts = list(DEFAULT_VAL_PROMPTS) if cfg.data == "shapes" else self.examples[0]
-    self.check_sampling()
-    self.data_digest = fingerprint(images_digest(self.train_set), self.train_set.captions, list(self.heldout.ids))
     buckets = f"; buckets (width x height: images) {', '.join(f'{w}x{h}: {len(i)}' for (w, h), i in self.buckets.items())}" if self.buckets else ""
     if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the validation loss), "
                            f"{len(self.captions)} unique captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; "
@@ -1179,14 +1237,13 @@ def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real
                                                           **({"real_image_ids": real_ids} if real_ids else {})}))
     images, captions = [r.image for r in results], [r.params["prompt"] for r in results]
     if real: images, captions = list(real) + images, [f"real: {p}" for p in prompts] + captions
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, captions=captions, ncols=len(prompts), scale=3).save(path, pnginfo=info)
-    return path
+    grid = image_grid(images, captions=captions, ncols=len(prompts), scale=3)
+    return write_file_atomically(path, lambda tmp: grid.save(tmp, format="PNG", pnginfo=info))
 
 # %% ../nbs/02_train.ipynb #5a0abf3d
 @patch
 def checkpoint(self:Trainer) -> Path:
-    "Save a checkpoint of the current step (main process only); a full disk leaves the previous one intact and says so."
+    "Save a checkpoint of the current step (main process only); a full disk leaves the previous one intact."
     w = getattr(self.pipe, "text_whitening", None)
     state = {"step": self.step, "micro_batch": self.micro_batch, "total_steps": self.total_steps,
              "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
@@ -1194,12 +1251,7 @@ def checkpoint(self:Trainer) -> Path:
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
              "text_whitening": None if w is None else w.state_dict(), "data_digest": self.data_digest,
              "config": json.loads(json.dumps(asdict(self.config)))}
-    try: return save_checkpoint(self.run_dir, self.step, self.trained_weights(), state, self.config.keep_checkpoints)
-    except OSError as e:
-        if e.errno != errno.ENOSPC: raise
-        last = latest_checkpoint(self.run_dir)
-        raise OSError(errno.ENOSPC, f"No space left on the device for the checkpoint of step {self.step} in {self.run_dir/'checkpoints'}; "
-                      + (f"the previous checkpoint {last.name} is intact: free some space, then resume" if last else "no checkpoint was written yet")) from e
+    return save_checkpoint(self.run_dir, self.step, self.trained_weights(), state, self.config.keep_checkpoints)
 
 # %% ../nbs/02_train.ipynb #0751f166
 @patch
@@ -1221,29 +1273,28 @@ RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening"
                 "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")  # the adapters in the checkpoint
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
 
+def same_source(a:str, b:str) -> bool:
+    "Whether two `data` values name the same source: equal, or the same local folder or file (a trailing slash, relative or absolute)."
+    if a == b: return True
+    try: return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+    except (OSError, TypeError): return False
+
 def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
                    now:dict, # this run's config (as JSON)
                   ) -> tuple:
     "(fixed, applied): the settings that differ, as {name: [before, now]}; `fixed` ones cannot change on resume."
     diff = {k: [before[k], v] for k, v in now.items() if k in before and k not in ("resume", "overwrite") and before[k] != v}
+    if "data" in diff and same_source(*diff["data"]): del diff["data"]
     return {k: d for k, d in diff.items() if k in RESUME_FIXED}, {k: d for k, d in diff.items() if k not in RESUME_FIXED}
 
 @patch
 def resume(self:Trainer):
     "Continue from the latest checkpoint of the run folder, if there is one, applying any changed settings that may change."
-    cfg, ckpt = self.config, latest_checkpoint(self.run_dir)
-    if ckpt is None:
-        if self.is_main: print(f"No checkpoint in {self.run_dir}; starting from step 0")
-        return
-    weights, state = load_checkpoint(ckpt)
-    saved = state.get("config") or (json.loads((self.run_dir/"config.json").read_text()) if (self.run_dir/"config.json").exists() else {})
-    fixed, applied = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
-    problems = [f"{k}: {b!r} -> {n!r}" for k, (b, n) in fixed.items()]
-    if state.get("data_digest", self.data_digest) != self.data_digest:
-        problems.append("the training data: its images, captions or held-out split differ from the checkpoint's (data fingerprint)")
-    if problems:
-        raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, its data or their order:\n  "
-                         + "\n  ".join(problems) + f"\nResume with the run's own values ({self.run_dir/'config.json'}), or start a new run in another output_dir.")
+    cfg, ckpt = self.config, self.resume_from
+    try: weights, state = load_checkpoint(ckpt)
+    except Exception as e: raise RuntimeError(f"{ckpt} cannot be read ({e}); move it aside to resume from the one before") from e
+    saved = state.get("config") or json.loads((self.run_dir/"config.json").read_text())
+    _, applied = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
     self.load_trained_weights(weights)
     self.step, self.micro_batch = state["step"], state["micro_batch"]
     if not {"max_steps", "epochs"} & set(applied): self.total_steps = state["total_steps"]  # else: the new budget
@@ -1296,9 +1347,8 @@ class LogCallback(Callback):
     def after_step(self, trainer):
         if not trainer.is_main: return
         epoch = trainer.micro_batch / max(1, trainer.batches.per_epoch)
-        trainer.log.write(log_line(dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss, val_loss=trainer.step_val_loss,
-                                         lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s)))
-        trainer.log.flush()
+        append_log(trainer.log, dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss, val_loss=trainer.step_val_loss,
+                                     lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s))
 
 class ValidationCallback(Callback):
     "At each validation: a grid of the validation prompts (`samples/step_*.png`) and the loss curve (main process)."
@@ -1334,26 +1384,44 @@ def write_heldout(self:Trainer) -> Path:
     return self.run_dir/"heldout.json"
 
 @patch
+def open_run_folder(self:Trainer):
+    "Once the first step has run, start writing the run folder: empty it for `overwrite`, mark it, write the config, held-out split and log."
+    if self.folder_open: return
+    cfg, run = self.config, self.run_dir
+    if self.is_main:
+        if cfg.overwrite and not cfg.resume: clear_run_folder(run)  # the old run stays until this run has trained a step
+        mark_run_folder(run); cfg.save(run/"config.json"); self.write_heldout()
+        if self.buckets: self.write_buckets()
+        if self.sources: write_text_atomically(run/"config_sources.json", json.dumps(self.sources, indent=2))
+        self.log = start_log(run/"log.csv", keep_until=self.resumed["step"] if self.resumed else None)
+        if self.resumed:
+            history = (run/"resumes.jsonl").read_text() if (run/"resumes.jsonl").exists() else ""
+            write_text_atomically(run/"resumes.jsonl", history + json.dumps(self.resumed) + "\n")
+    self.folder_open = True
+
+@patch
+def how_to_continue(self:Trainer) -> str:
+    "What the run keeps of its work so far, and the command that continues it."
+    ckpt = latest_checkpoint(self.run_dir) if self.folder_open else None
+    if not self.folder_open: return f"nothing was trained and {self.run_dir} is as it was found; run the same command to start again"
+    if ckpt is None: return f"no checkpoint was written yet; start the run afresh with --overwrite"
+    return f"{ckpt} (step {checkpoint_step(ckpt)}) is intact; continue with: {self.command or f'the same config with resume=True (output_dir={str(self.run_dir)!r})'}"
+
+@patch
 def fit(self:Trainer) -> Path:
     "Train until done (a SIGTERM/SIGINT: checkpoint and stop; the `max_minutes` cap: checkpoint, save and stop), then save the model; returns the run folder."
     cfg, acc = self.config, self.accelerator
     try:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True); cfg.save(self.run_dir/"config.json"); self.write_heldout()
-            if self.buckets: self.write_buckets()
-            if self.sources: write_text_atomically(self.run_dir/"config_sources.json", json.dumps(self.sources, indent=2))
-            self.log = start_log(self.run_dir/"log.csv", keep_until=self.step if self.step else None)
-            if self.resumed:
-                with open(self.run_dir/"resumes.jsonl", "a") as f: f.write(json.dumps(self.resumed) + "\n")
         self.loss = self.step_loss = self.step_val_loss = self.images_per_s = None; self.last = False  # each step's state
         self.callback("before_fit")
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
+        self.bar = bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
         speed, capped = None, False
         with self.stop_on_signals():
             while not (self.done() or capped):
                 t0 = time.perf_counter()
                 self.step_loss = self.train_step(); self.step += 1
+                self.open_run_folder()
                 dt = time.perf_counter() - t0
                 speed = dt if speed is None else 0.9 * speed + 0.1 * dt
                 capped = self.capped()
@@ -1370,7 +1438,13 @@ def fit(self:Trainer) -> Path:
                   f"{self.command or f'the same config with resume=True (output_dir={str(self.run_dir)!r})'}", flush=True)
         self.callback("after_fit")
         return self.run_dir
-    finally: self.release()
+    except KeyboardInterrupt as e:  # outside the loop's own handling: before the first step, or while the model is saved
+        where = "while saving the model" if self.done() else f"at step {self.step}"
+        raise Stopped(f"stopped by {signal_name(e)} {where}: {self.how_to_continue()}") from None
+    except DiskFull as e: raise DiskFull(e.path, e.needed, then=f"free some space; {self.how_to_continue()}") from None
+    finally:
+        if getattr(self, "bar", None) is not None: self.bar.close()  # a message after it starts on a line of its own
+        self.release()
 
 # %% ../nbs/02_train.ipynb #260620da
 @patch
@@ -1405,15 +1479,21 @@ def stop(self:Trainer) -> Path:
 
 # %% ../nbs/02_train.ipynb #c26e17d2
 @patch
+def model_bytes(self:Trainer) -> int:
+    "About the bytes the saved pipeline takes: its weights and buffers."
+    modules = [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
+    return sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
+
+@patch
 def save_model(self:Trainer, folder:Path) -> Path:
     "Atomically save the pipeline in diffusers format: EMA UNet weights, frozen parts in their original precision; a LoRA run also saves `lora/`."
     restore_originals(self.pipe, self.originals)
     with self.ema_weights() as unet:
-        if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained)
+        if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
         save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya)
         plain = without_lora(unet, merge=self.config.merge_lora)
     self.pipe.register_modules(unet=plain)
-    try: return write_atomically(folder, self.pipe.save_pretrained)
+    try: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
     finally: self.pipe.register_modules(unet=unet)
 
 # %% ../nbs/02_train.ipynb #0c042e30
@@ -1427,6 +1507,7 @@ def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
 @patch
 def finish(self:Trainer) -> Path:
     "Save the EMA model, the final grid and the loss curve; print where everything went."
+    self.open_run_folder()  # (a run resumed at its last step trains none)
     self.accelerator.wait_for_everyone()
     if self.is_main:
         self.log.close()
@@ -1581,5 +1662,6 @@ def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
 
 
 # %% ../nbs/02_train.ipynb #758fadd2
-if __name__ == "__main__": t2i_train()
+if __name__ == "__main__":
+    with interrupt_signals(): sys.exit(run_command("t2i-train", t2i_train))
 
