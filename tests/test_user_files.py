@@ -7,7 +7,7 @@ well-timed signals come from `faults.py`, which patches the child's own write ca
 a paused write tells the test when to send the signal)."""
 import csv, hashlib, itertools, json, os, re, shlex, shutil, signal, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
-from faults import FAULTS_ENV, fault
+if str(Path(__file__).resolve().parent) not in sys.path: sys.path.insert(0, str(Path(__file__).resolve().parent))
+from faults import FAULTS_ENV, fault  # noqa: E402  (tests/faults.py, also run as the child's harness)
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).resolve().parent / "faults.py"
@@ -374,7 +375,7 @@ REFUSALS = {
     "reuse-a-folder-with-a-thesis": lambda t, b: Case(b.argv(_thesis(t / "mine")), words=("is not a run folder", "thesis.txt"),
                                                       watch=(t / "mine",)),
     "reuse-a-run-folder": lambda t, b: Case(b.argv(b.copy(t / "run")), words=("already holds a run",), watch=(t / "run",)),
-    "resume-a-typo": lambda t, b: Case(b.argv((b.copy(t / "run"), t / "rnu")[1], "--resume", cache=t / "cache"), words=("Cannot resume",),
+    "resume-a-typo": lambda t, b: Case(b.argv(_typo(b.copy(t / "run")), "--resume", cache=t / "cache"), words=("Cannot resume",),
                                        watch=(t / "run", t / "rnu"), fresh=(t / "cache",)),
     "resume-an-empty-folder": lambda t, b: Case(b.argv(_mk(t / "empty"), "--resume", cache=t / "cache"), words=("Cannot resume",),
                                                 watch=(t / "empty",), fresh=(t / "cache",)),
@@ -392,6 +393,11 @@ REFUSALS = {
 def _mk(folder:Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _typo(run:Path) -> Path:
+    "The name of `run` with two letters swapped: a folder that does not exist."
+    return run.with_name(run.name[0] + run.name[2] + run.name[1] + run.name[3:])
 
 
 def _notes(folder:Path) -> Path:
