@@ -764,7 +764,7 @@ def _model(out:Path):
 def world_cache(tmp_path_factory): return tmp_path_factory.mktemp("world_cache")
 
 
-@settings(max_examples=2, deadline=None, derandomize=True, database=None, print_blob=True,
+@settings(max_examples=3, deadline=None, derandomize=True, database=None, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(world=worlds(), actions=st.lists(ACTIONS, min_size=1, max_size=3))
 @example(world=dict(data="photos", files={"todo.txt": b"buy milk"}, out="new"),
