@@ -519,6 +519,8 @@ def save_pretrained(self:Text2ImagePipeline,
                      **kwargs):
     "Save in diffusers format with safetensors weights."
     if not safe_serialization: raise ValueError("Text2ImagePipeline saves weights as safetensors only (safe_serialization=True)")
+    backend = getattr(self.tokenizer, "backend_tokenizer", None)
+    if backend is not None: backend.no_truncation(); backend.no_padding()  # not the last call's settings: the same model, the same files
     DiffusionPipeline.save_pretrained(self, save_directory, safe_serialization=True, **kwargs)
     if _is_sd_architecture(self):
         index = Path(save_directory)/"model_index.json"
