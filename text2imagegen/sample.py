@@ -10,7 +10,7 @@ __all__ = ['SCHEDULERS', 'FALLBACK_DEFAULTS', 'PNG_FIELDS', 'SAMPLE_DTYPES', 'SA
            'Generated', 'sample_settings', 'generate_batches', 'generate', 'image_grid', 'png_info',
            'write_bytes_atomically', 'save_figure', 'save_image', 'save_grid', 'load_params', 'sweep_figure', 'sweep',
            'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 'sample_device', 'samples_folder', 'append_rows',
-           'command_line', 'console_command', 't2i_sample']
+           'command_line', 'close_progress_bars', 'console_command', 't2i_sample']
 
 # %% ../nbs/03_sample.ipynb #61fc9ee3
 import errno, inspect, io, json, math, numbers, os, re, shlex, textwrap, time, warnings
@@ -500,6 +500,10 @@ def command_line(name:str, # the console script, e.g. "t2i-sample"
             options += [f"--{p.name.replace('_', '-')}"] + ([] if p.annotation is store_true else [str(value)])
     return shlex.join([name, *options, *(["--"] if any(v.startswith("-") for v in positional) else []), *positional])
 
+def close_progress_bars():
+    "Close the progress bars a stop left open (tqdm's own list of them), so what is printed next starts a line of its own."
+    for bar in list(getattr(tqdm, "_instances", ())): bar.close()
+
 def console_command(func):
     "`call_parse`, and called with no arguments, as a console script calls it (`text2imagegen.cli`), the command reads them from `sys.argv`."
     command = call_parse(func)
@@ -578,6 +582,7 @@ def t2i_sample(
                 bar.update(len(batch))
     except Stopped: raise
     except KeyboardInterrupt as e:
+        close_progress_bars()
         raise Stopped(f"stopped by {signal_name(e)} after {len(written)} of {len(todo)} images: {_kept(out, written, rows, grids)}; "
                       f"draw them again with: {command} (its images are added after those there)") from None
     except FloatingPointError as e: raise RuntimeError(str(e)) from None  # non-finite images: a run-time error, explained
