@@ -20,7 +20,7 @@ from .model import require_safetensors
 from .judge import (ShapesJudge, load_judge, read_judge, ceiling_line, adherence_benchmark, write_adherence_report,
                                  choose_sample_defaults, save_sample_defaults)
 from .metrics import (distribution_metrics, shapes_validation_loss, background_speckle, real_vs_generated,
-                                   real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, FEATURES)
+                                   real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, local_clip, FEATURES)
 from .sample import close_progress_bars, command_line, console_command, sample_settings, save_figure, write_bytes_atomically
 
 # %% ../nbs/04_evaluate.ipynb #d55c14ab
@@ -75,6 +75,7 @@ def check_eval_args(kind:str, n_per_prompt:int, per_category:int|None, n_images:
     named = isinstance(feature, str) and (feature in ("inception", "judge", "pixels") or (feature.startswith("clip:") and len(feature) > 5))
     if not (feature is None or isinstance(feature, nn.Module) or named):
         raise ValueError(f"Unknown feature extractor {feature!r}; accepted: {', '.join(FEATURES)} or an nn.Module")
+    if named and feature.startswith("clip:"): local_clip(feature[5:])
     for what, path in (("inception_weights", inception_weights), ("judge", judge if isinstance(judge, (str, Path)) else None)):
         if path is not None and not require_safetensors(path).is_file(): raise FileNotFoundError(f"{what}: no such file {path}")
 
