@@ -32,6 +32,12 @@ def _default_out(model):
     if (p / "model_index.json").is_file() and p.name == "model": return p.parent / "eval"
     return p / "eval" if (p / "model").is_dir() or (p / "model_index.json").is_file() else Path("eval")
 
+def _eval_folder(out, model) -> Path:
+    "The folder the reports go to (`out`, else `_default_out`); an error if it is a file."
+    out = Path(out) if out is not None else _default_out(model if isinstance(model, (str, Path)) else "")
+    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the reports")
+    return out
+
 def distribution_rows(m:dict, # from `distribution_metrics`, plus "val_loss" ({"val_loss", "n"})
                       seed:int, # the seed of the images and resamples
                       val_note:str, # what the validation loss was measured on
@@ -151,8 +157,7 @@ def evaluate_run(model, # run folder, pipeline folder, hub id, or a loaded pipel
     "Evaluate a model on its data; write reports and figures to `out`; return {'summary': rows, 'table', 'notes', 'paths'}."
     from text2imagegen.model import load_pipeline
     check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge, seed)
-    out = Path(out) if out is not None else _default_out(model if isinstance(model, (str, Path)) else "")
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the reports")
+    out = _eval_folder(out, model)
     source, name = eval_data(model, data), str(model) if isinstance(model, (str, Path)) else "pipeline"
     if source != "shapes" and kind == "adherence":
         raise ValueError(f"The adherence benchmark needs the Shapes world (its judge reads only Shapes images); for {source} use kind='distribution'")
@@ -204,7 +209,7 @@ def t2i_eval(
     "Evaluate a text-to-image model: prompt adherence (Shapes judge) and distribution metrics; writes reports."
     command = command_line("t2i-eval", t2i_eval, locals())
     check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge, seed)
-    where = Path(out) if out is not None else _default_out(model)
+    where = _eval_folder(out, model)
     before = _files(where)
     try:
         if choose_defaults:
