@@ -14,7 +14,7 @@ __all__ = ['DEBUG_ENV', 'USAGE_ERRORS', 'Stopped', 'signal_name', 'interrupt_sig
 
 # %% ../nbs/06_cli.ipynb #7311684e
 DEBUG_ENV = "T2I_DEBUG"  # set to 1 to see the traceback of every error (as --debug does)
-USAGE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)  # exit code 2; others 1
+USAGE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)  # exit code 2; run-time errors (OSError, RuntimeError, ArithmeticError) 1
 
 class Stopped(KeyboardInterrupt):
     "A stop asked for by a signal, with the one-line summary the command prints (what was kept, what continues it)."
@@ -55,7 +55,7 @@ def run_command(name:str, # the command's name, which starts each message
         print(f"{name}: {e.summary if isinstance(e, Stopped) else f'stopped by {signal_name(e)}; every file written so far is complete'}",
               file=sys.stderr, flush=True)
         return 130
-    except (*USAGE_ERRORS, OSError, RuntimeError) as e:
+    except (*USAGE_ERRORS, OSError, RuntimeError, ArithmeticError) as e:
         if debug: traceback.print_exc()
         print(f"{name}: error: {error_line(e)}" + ("" if debug else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"), file=sys.stderr, flush=True)
         return 2 if isinstance(e, USAGE_ERRORS) else 1
