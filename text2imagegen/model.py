@@ -700,12 +700,13 @@ def load_lora(pipe:Text2ImagePipeline, # The pipeline that gets the adapters
         raise ValueError(f"Give one lora_scale, or one per adapter: {len(paths)} adapter(s), {len(scales)} scale(s)")
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scales):
         raise ValueError(f"lora_scale must be finite numbers (0: the base model, 1: as trained); got {scales}")
-    known = list(getattr(pipe, "lora_adapters", None) or [])
-    for f, s in zip(map(lora_file, paths), scales):
-        _load_lora_file(pipe, f, f"lora_{len(known)}")
-        known.append({"path": str(f), "scale": float(s)})
-    pipe.lora_adapters = known
-    set_lora_weights(pipe)
+    files = [lora_file(p) for p in paths]  # every path checked before any is loaded
+    pipe.lora_adapters = list(getattr(pipe, "lora_adapters", None) or [])
+    try:
+        for f, s in zip(files, scales):
+            _load_lora_file(pipe, f, f"lora_{len(pipe.lora_adapters)}")
+            pipe.lora_adapters.append({"path": str(f), "scale": float(s)})
+    finally: set_lora_weights(pipe)  # (those loaded before a refused file stay, recorded)
     return pipe
 
 def unload_lora(pipe:Text2ImagePipeline, # A pipeline with adapters, or without
