@@ -13,7 +13,7 @@ import ipywidgets as widgets
 from fastcore.basics import patch
 from PIL import Image
 
-from .model import LORA_WEIGHTS, load_lora, load_pipeline, lora_file
+from .model import LORA_WEIGHTS, load_lora, load_pipeline, lora_file, set_lora_weights, unload_lora
 from .sample import FALLBACK_DEFAULTS, SCHEDULERS, generate, make_sampler
 
 # %% auto #0
@@ -147,19 +147,18 @@ def apply_lora(self:PromptExplorer):
     "Give the pipeline the picker's adapters (none when empty) at the slider's weight, unless it has them; raises on a bad path."
     paths, scale = tuple(p.strip() for p in self.lora.value.split(",") if p.strip()), self.lora_scale.value
     if (paths, scale) == self._lora: return
-    pipe, unet = self.pipeline, self.pipeline.unet
+    pipe = self.pipeline
     if paths == self._lora[0]:  # a new weight
-        if paths: unet.set_adapters(list(unet.peft_config), weights=[scale] * len(unet.peft_config))
         for a in getattr(pipe, "lora_adapters", None) or []: a["scale"] = float(scale)
+        set_lora_weights(pipe)
     else:
         for p in paths: lora_file(p)  # a bad path raises here, the adapters in use untouched
-        if getattr(unet, "peft_config", None): unet.unload_lora()
-        pipe.lora_adapters, self._lora = [], ((), scale)
+        unload_lora(pipe)  # (the UNet's adapters and the text encoder's)
+        self._lora = ((), scale)
         try:
             if paths: load_lora(pipe, list(paths), scale)
         except Exception:
-            if getattr(unet, "peft_config", None): unet.unload_lora()  # nothing half-loaded stays
-            pipe.lora_adapters = []
+            unload_lora(pipe)  # nothing half-loaded stays
             raise
     self._lora = (paths, scale)
 

@@ -7,10 +7,10 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER',
            'UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'LORA_WEIGHTS', 'PICKLED_LORA',
-           'pickle_refusal', 'require_safetensors', 'hub_cached', 'not_here', 'first_line', 'load_files', 'minilm_path',
-           'TextEncoder', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler', 'Text2ImagePipeline',
-           'coordinate_channels', 'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline',
-           'lora_file', 'load_lora']
+           'LORA_PARTS', 'pickle_refusal', 'require_safetensors', 'hub_cached', 'not_here', 'first_line', 'load_files',
+           'minilm_path', 'TextEncoder', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler',
+           'Text2ImagePipeline', 'coordinate_channels', 'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer',
+           'tiny_sd_pipeline', 'lora_file', 'lora_parts', 'set_lora_weights', 'load_lora', 'unload_lora']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import contextlib, importlib.util, inspect, json, math, warnings
@@ -171,7 +171,7 @@ class TextEncoder:
         max_length = int(max_length or min(tokenizer.model_max_length, positions))
         self.max_length = max_length if max_length < 100_000 else 77  # tokenizers without a limit (T5) get CLIP's 77
         self.tokenizer.model_max_length = self.max_length  # travels with the saved tokenizer
-        self.model.requires_grad_(False).eval()
+        if not getattr(model, "peft_config", None): self.model.requires_grad_(False).eval()  # (LoRA adapters in training stay trainable)
         self.is_clip = model.config.model_type.startswith("clip")
 
     @property
@@ -198,9 +198,11 @@ def is_text(s) -> bool:
     except UnicodeEncodeError: return False
 
 @patch
-@torch.no_grad()
-def encode_pooled(self:TextEncoder, prompts:str|list): # A prompt or a list of prompts
-    "Token hidden states `(B, L, D)` and one pooled vector per prompt `(B, D)`."
+def encode_pooled(self:TextEncoder,
+                  prompts:str|list, # A prompt or a list of prompts
+                  grad:bool=False,  # Keep the caller's gradient mode and the encoder's train/eval mode (training LoRA adapters of the encoder)
+                 ):
+    "Token hidden states `(B, L, D)` and one pooled vector per prompt `(B, D)`; without gradients, in eval mode, unless `grad`."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     bad = next((p for p in prompts if not is_text(p)), None)
     if bad is not None or not prompts: raise ValueError(f"prompts must be a str or a non-empty list of str of valid Unicode text (no lone surrogates); got {bad!r:.80}")
@@ -210,8 +212,9 @@ def encode_pooled(self:TextEncoder, prompts:str|list): # A prompt or a list of p
     ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
     # CLIP is used without an attention mask, exactly as Stable Diffusion does (its causal mask already hides padding).
     use_mask = getattr(self.model.config, "use_attention_mask", False) if self.is_clip else True
-    if self.model.training: self.model.eval()
-    out = self.model(input_ids=ids, attention_mask=mask if use_mask else None)
+    if self.model.training and not grad: self.model.eval()
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        out = self.model(input_ids=ids, attention_mask=mask if use_mask else None)
     hidden = out.last_hidden_state
     if self.is_clip: pooled = out.pooler_output
     else:
@@ -687,9 +690,19 @@ def tiny_sd_pipeline(folder:str|Path|None=None, # Save the pipeline here if give
     if folder is not None: pipe.save_pretrained(folder)
     return pipe
 
+# %% ../nbs/01_model.ipynb #a6f62e2b
+from diffusers.loaders.lora_base import set_adapters_for_text_encoder
+from diffusers.utils import convert_unet_state_dict_to_peft, recurse_remove_peft_layers
+from diffusers.utils.state_dict_utils import DIFFUSERS_OLD_TO_PEFT, DIFFUSERS_TO_PEFT, convert_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
+
+
 # %% ../nbs/01_model.ipynb #24aeb941
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the adapter file diffusers writes and reads
 PICKLED_LORA = "pytorch_lora_weights.bin"  # the pickle older diffusers versions wrote: refused, never opened
+LORA_PARTS = ("unet", "text_encoder")  # the parts a LoRA file adapts, and the prefixes of their keys in diffusers' format
 
 def lora_file(path:str|Path, # Run folder (its `lora/`), adapter folder or .safetensors file
              ) -> Path:
@@ -702,24 +715,92 @@ def lora_file(path:str|Path, # Run folder (its `lora/`), adapter folder or .safe
                                               f"a folder holding {LORA_WEIGHTS}, or a .safetensors file")
     return require_safetensors(found)
 
-def load_lora(pipe:Text2ImagePipeline, # The pipeline whose UNet gets the adapters
+def lora_parts(state:dict, # LoRA weights as diffusers' `lora_state_dict` returns them (Kohya keys already renamed)
+               text_encoder=None, # the text encoder they are for (without `text_model.`, that prefix is dropped)
+              ) -> tuple:
+    "({part: weights under peft's keys, `<module>.lora_A.weight`}, keys of no part), key by key: a file may mix namings."
+    parts = {p: {k.removeprefix(f"{p}."): v for k, v in state.items() if k.startswith(f"{p}.")} for p in LORA_PARTS}
+    others = [k for k in state if not k.startswith(tuple(f"{p}." for p in LORA_PARTS))]
+    parts["unet"] = convert_unet_state_dict_to_peft(parts["unet"])  # `.lora.down` -> `.lora_A`, `to_q_lora.down` -> `to_q.lora_A`, ...
+    te = convert_state_dict(parts["text_encoder"], {**DIFFUSERS_OLD_TO_PEFT, **DIFFUSERS_TO_PEFT})  # `.lora_linear_layer.down` -> `.lora_A`, ...
+    if text_encoder is not None and not hasattr(text_encoder, "text_model"): te = {k.removeprefix("text_model."): v for k, v in te.items()}
+    return {**parts, "text_encoder": te}, others
+
+
+# %% ../nbs/01_model.ipynb #179b8740
+def _drop_adapter(model, name:str):
+    "Remove adapter `name` from `model`'s LoRA layers (nothing if it has none)."
+    for m in model.modules():
+        if isinstance(m, BaseTunerLayer) and name in m.scaling: m.delete_adapter(name)
+    (getattr(model, "peft_config", None) or {}).pop(name, None)
+
+def _load_lora_file(pipe, f:Path, name:str):
+    "Load the adapter file `f` into `pipe`'s UNet and text encoder as adapter `name`; raise, loading nothing, unless every weight lands in a layer."
+    with safe_open(f, "pt") as raw: dora_scales = [k for k in raw.keys() if k.endswith(".dora_scale")]
+    if dora_scales: raise ValueError(f"{f} holds DoRA magnitudes in Kohya form ({dora_scales[0]}, ...), which diffusers' loader drops; "
+                                     "use the adapter's diffusers-format file (pytorch_lora_weights.safetensors)")
+    state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(str(f.parent), weight_name=f.name, use_safetensors=True,
+                                                                             return_lora_metadata=True)
+    parts, misplaced = lora_parts(state, pipe.text_encoder)
+    load = {"unet": StableDiffusionLoraLoaderMixin.load_lora_into_unet, "text_encoder": StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder}
+    try:
+        for part, weights in parts.items():
+            meta = {k: v for k, v in (metadata or {}).items() if k.startswith(f"{part}.")} or None  # (rank, alpha, targets: files we write)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # (peft, at a second adapter: wanted here)
+                if weights: load[part]({f"{part}.{k}": v for k, v in weights.items()}, alphas, getattr(pipe, part), adapter_name=name, metadata=meta)
+        for part, weights in parts.items():
+            model = getattr(pipe, part)
+            got = get_peft_model_state_dict(model, adapter_name=name) if name in (getattr(model, "peft_config", None) or {}) else {}
+            misplaced += [f"{part}.{k}" for k, v in weights.items() if k not in got or not torch.equal(got[k], v.to(got[k]))]
+        if misplaced: raise ValueError(f"{len(misplaced)} of the {len(state)} weights of {f} fit no layer of this pipeline, so the adapter is not "
+                                       f"for this model: {', '.join(misplaced[:6])}{', ...' if len(misplaced) > 6 else ''}")
+    except Exception:
+        for part in LORA_PARTS: _drop_adapter(getattr(pipe, part), name)
+        raise
+
+
+# %% ../nbs/01_model.ipynb #3fcda400
+def set_lora_weights(pipe:Text2ImagePipeline, # A pipeline with adapters (`pipe.lora_adapters`)
+                    ):
+    "Activate the adapters of `pipe.lora_adapters` in the UNet and the text encoder, each at its recorded weight."
+    adapters = getattr(pipe, "lora_adapters", None) or []
+    for part in LORA_PARTS:
+        model = getattr(pipe, part)
+        names = [f"lora_{i}" for i in range(len(adapters)) if f"lora_{i}" in (getattr(model, "peft_config", None) or {})]
+        weights = [adapters[int(n.removeprefix("lora_"))]["scale"] for n in names]
+        if names and part == "unet": model.set_adapters(names, weights=weights)
+        elif names: set_adapters_for_text_encoder(names, model, weights)
+
+def load_lora(pipe:Text2ImagePipeline, # The pipeline that gets the adapters
               lora:str|Path|list, # One adapter or a list (see `lora_file`)
               scale:float|list=1.0, # Weight of each adapter: one number for all, or one per adapter
              ) -> Text2ImagePipeline:
-    "Add LoRA adapters to `pipe.unet` with weights `scale`; `pipe.lora_adapters` records each file and weight."
+    "Add LoRA adapters to `pipe`'s UNet and text encoder with weights `scale`; `pipe.lora_adapters` records each file and weight."
     paths = [lora] if isinstance(lora, (str, Path)) else list(lora)
     scales = [scale] * len(paths) if isinstance(scale, (int, float)) else list(scale)
     if not paths or len(scales) != len(paths):
         raise ValueError(f"Give one lora_scale, or one per adapter: {len(paths)} adapter(s), {len(scales)} scale(s)")
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scales):
         raise ValueError(f"lora_scale must be finite numbers (0: the base model, 1: as trained); got {scales}")
-    known = list(getattr(pipe, "lora_adapters", None) or [])
-    for f in map(lora_file, paths):
-        state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(str(f.parent), weight_name=f.name, use_safetensors=True,
-                                                                                 return_lora_metadata=True)
-        StableDiffusionLoraLoaderMixin.load_lora_into_unet(state, alphas, pipe.unet, adapter_name=f"lora_{len(known)}", metadata=metadata)
-        known.append({"path": str(f), "scale": None})
-    for entry, s in zip(known[len(known) - len(paths):], scales): entry["scale"] = float(s)
-    pipe.unet.set_adapters([f"lora_{i}" for i in range(len(known))], weights=[e["scale"] for e in known])
-    pipe.lora_adapters = known
+    files = [lora_file(p) for p in paths]  # every path checked before any is loaded
+    pipe.lora_adapters = list(getattr(pipe, "lora_adapters", None) or [])
+    try:
+        for f, s in zip(files, scales):
+            _load_lora_file(pipe, f, f"lora_{len(pipe.lora_adapters)}")
+            pipe.lora_adapters.append({"path": str(f), "scale": float(s)})
+    finally: set_lora_weights(pipe)  # (those loaded before a refused file stay, recorded)
     return pipe
+
+def unload_lora(pipe:Text2ImagePipeline, # A pipeline with adapters, or without
+               ) -> Text2ImagePipeline:
+    "Remove every LoRA adapter from `pipe`'s UNet and text encoder: the base model again."
+    for part in LORA_PARTS:
+        model = getattr(pipe, part)
+        if getattr(model, "peft_config", None) is None: continue
+        recurse_remove_peft_layers(model)
+        del model.peft_config
+        model._hf_peft_config_loaded = False
+    pipe.lora_adapters = []
+    return pipe
+

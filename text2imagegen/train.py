@@ -38,21 +38,24 @@ from .cli import Stopped, signal_name, interrupt_signals, run_command
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRAIN_DEFAULTS',
-           'DEFAULT_VAL_PROMPTS', 'RECIPES', 'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'FINAL_RESERVE_S', 'RESUME_FIXED',
-           'RESUME_NEW_SCHEDULE', 'CALLBACK_EVENTS', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
+           'DEFAULT_VAL_PROMPTS', 'LORA_TARGET_PRESETS', 'LORA_SAVE_DTYPES', 'RECIPES', 'CACHE_FORMAT',
+           'BUCKET_MAX_RATIO', 'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CALLBACK_EVENTS',
+           'TEXT_ENCODER_LORA_TARGETS', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
            'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults',
-           'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config',
-           'resolved_sources', 'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images',
-           'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard',
-           'remove_stale_fills', 'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache',
-           'flip_views', 'epoch_order', 'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes',
-           'assign_buckets', 'group_buckets', 'image_buckets', 'BucketLatents', 'bucket_batches',
-           'bucket_batch_indices', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
-           'batch_loss', 'check_launcher', 'Trainer', 'heldout_examples', 'make_optimizer', 'split_global_batch',
-           'micro_batches_per_epoch', 'run_steps', 'fitted_warmup', 'MicroBatches', 'same_source', 'resume_changes',
-           'Callback', 'trainer_callbacks', 'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts',
-           'train', 'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser',
-           'data_summary', 'caption_examples', 'plan_summary', 'accelerate_mixed_precision', 't2i_train']
+           'lora_target_modules', 'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe',
+           'layered_config', 'resolved_sources', 'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet',
+           'shapes_images', 'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest',
+           'images_digest', 'shard', 'remove_stale_fills', 'filled_cache', 'CaptionCache', 'fit_text_whitening',
+           'encode_images', 'LatentCache', 'flip_views', 'epoch_order', 'batch_indices', 'step_generator',
+           'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets', 'image_buckets', 'BucketLatents',
+           'bucket_batches', 'bucket_batch_indices', 'training_target', 'min_snr_weight', 'diffusion_loss',
+           'timestep_weights', 'batch_loss', 'check_launcher', 'Trainer', 'heldout_examples', 'make_optimizer',
+           'split_global_batch', 'micro_batches_per_epoch', 'run_steps', 'fitted_warmup', 'MicroBatches', 'same_source',
+           'resume_changes', 'Callback', 'trainer_callbacks', 'LogCallback', 'ValidationCallback', 'CheckpointCallback',
+           'unseen_prompts', 'train', 'add_lora', 'check_text_encoder_lora', 'add_adapters', 'LiveCaptions',
+           'adapter_weights', 'load_adapter_weights', 'kohya_state_dict', 'kohya_metadata', 'save_lora', 'without_lora',
+           'field_docs', 'train_parser', 'data_summary', 'caption_examples', 'plan_summary',
+           'accelerate_mixed_precision', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -142,8 +145,11 @@ class TrainConfig:
     lora_rank:int|None=None # train LoRA adapters of this rank on the frozen UNet (None: train the whole UNet)
     lora_alpha:float|None=None # LoRA scaling numerator: the update is scaled by alpha / rank (None: the rank)
     lora_dropout:float=0.0 # dropout on the adapters' input
-    lora_targets:list=field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"]) # UNet modules (name suffixes) that get adapters
-    lora_kohya:bool=False # also write the adapter with Kohya/A1111 keys (`lora/lora_kohya.safetensors`)
+    lora_targets:list=field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"]) # UNet modules (name suffixes) that get adapters, or presets: `attention` (these four), `kohya` (kohya's SD 1.5 set: attention, proj_in/proj_out, feed-forward); e.g. `kohya,conv1,conv2`
+    lora_text_encoder:bool=False # also train adapters on the CLIP text encoder's attention (captions are then encoded at every step, not cached)
+    lora_dora:bool=False # DoRA (peft's `use_dora`): each adapted layer also learns the magnitude of its weight rows
+    lora_kohya:bool=False # also write the adapter with Kohya/A1111 keys and metadata (`lora/lora_kohya.safetensors`)
+    lora_save_dtype:str="fp32" # dtype of the saved adapter files: `fp32`, `fp16` (what is usually shared) or `bf16`
     merge_lora:bool=False # save `model/` with the adapter merged into the UNet weights (else the base weights)
     def __post_init__(self): check_config(self)
 
@@ -247,18 +253,37 @@ def resolve_defaults(config:TrainConfig) -> TrainConfig:
 
 
 # %% ../nbs/02_train.ipynb #0e5868d9
+LORA_TARGET_PRESETS = {  # names `lora_targets` accepts for sets of UNet modules
+    "attention": ["to_q", "to_k", "to_v", "to_out.0"],  # the attention projections (diffusers' LoRA scripts)
+    "kohya": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"],  # kohya's SD 1.5 default: the transformer blocks' linear layers
+}
+LORA_SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # `lora_save_dtype`
+
+def lora_target_modules(targets:list) -> list:
+    "`targets` with each preset name (`LORA_TARGET_PRESETS`) replaced by its modules, each module once."
+    return list(dict.fromkeys(m for t in targets for m in LORA_TARGET_PRESETS.get(t, [t])))
+
 def check_lora(self:TrainConfig):
-    "The LoRA settings: a positive rank, alpha and targets; Kohya export and merging need a rank."
+    "The LoRA settings: a positive rank, alpha and targets (presets expanded); the other LoRA options need a rank."
     r = self.lora_rank
     if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
         raise ValueError(f"lora_rank must be None (train the whole UNet) or an int >= 1, e.g. 8; got {r!r}")
-    if r is None and (self.lora_kohya or self.merge_lora):
-        raise ValueError("lora_kohya and merge_lora apply to LoRA runs: give lora_rank too (e.g. --lora-rank 8)")
+    given = [k for k in ("lora_kohya", "merge_lora", "lora_text_encoder", "lora_dora") if getattr(self, k)]
+    if r is None and given: raise ValueError(f"{', '.join(given)} apply to LoRA runs: give lora_rank too (e.g. --lora-rank 8)")
+    if self.lora_dora and self.lora_kohya:
+        raise ValueError("lora_dora cannot be written with Kohya keys (diffusers' loader drops Kohya's DoRA magnitudes): "
+                         "drop lora_kohya and share pytorch_lora_weights.safetensors, or drop lora_dora")
+    if self.lora_dora and self.lora_text_encoder:
+        raise ValueError("lora_dora applies to the UNet's adapters only: diffusers' text-encoder loader does not read DoRA magnitudes; "
+                         "drop lora_text_encoder or lora_dora")
     if self.lora_alpha is not None and not self.lora_alpha > 0: raise ValueError(f"lora_alpha must be None (the rank) or > 0; got {self.lora_alpha!r}")
     if not 0 <= self.lora_dropout < 1: raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-    self.lora_targets = [self.lora_targets] if isinstance(self.lora_targets, str) else list(self.lora_targets)
-    if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
-        raise ValueError(f"lora_targets must be a non-empty list of module names such as 'to_q'; got {self.lora_targets!r}")
+    _check_choice("lora_save_dtype", self.lora_save_dtype, tuple(LORA_SAVE_DTYPES))
+    targets = [self.lora_targets] if isinstance(self.lora_targets, str) else list(self.lora_targets)
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"lora_targets must be a non-empty list of module names such as 'to_q', or presets ({', '.join(LORA_TARGET_PRESETS)}); got {self.lora_targets!r}")
+    self.lora_targets = lora_target_modules(targets)
+
 
 # %% ../nbs/02_train.ipynb #51924cf2
 @patch
@@ -1018,7 +1043,7 @@ def setup_data(self:Trainer):
     shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
                   token=str(int(self.main_value(os.getpid()))))
     trained = self.trained_captions(total, per_epoch)  # the cache holds exactly the captions the run draws
-    self.captions = CaptionCache(self.pipe, trained + [c for cs in val_set.captions for c in cs], root, **shards)
+    self.captions = (LiveCaptions if cfg.lora_text_encoder else CaptionCache)(self.pipe, trained + [c for cs in val_set.captions for c in cs], root, **shards)
     whitened = fit_text_whitening(self.pipe, self.captions, trained)
     cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
     enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
@@ -1099,7 +1124,7 @@ def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
 def setup_training(self:Trainer):
     "UNet (or its LoRA adapters; gradient checkpointing if asked), optimizer, EMA of the trained parameters (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
     cfg, unet = self.config, self.pipe.unet
-    if cfg.lora_rank: self.trainable = add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, self.dtype)  # base frozen
+    if cfg.lora_rank: self.trainable = add_adapters(self.pipe, cfg, self.dtype, self.accelerator)  # base frozen
     else: self.trainable = list(unet.requires_grad_(True).parameters())
     unet.train()
     if cfg.gradient_checkpointing: unet.enable_gradient_checkpointing()
@@ -1343,20 +1368,19 @@ def checkpoint(self:Trainer) -> Path:
 @patch
 def trained_weights(self:Trainer) -> dict:
     "The weights a checkpoint holds: the whole UNet's, or only the LoRA adapters' (the base is rebuilt from the config)."
-    return get_peft_model_state_dict(self.pipe.unet) if self.config.lora_rank else self.pipe.unet.state_dict()
+    return adapter_weights(self.pipe) if self.config.lora_rank else self.pipe.unet.state_dict()
 
 @patch
 def load_trained_weights(self:Trainer, weights:dict):
     "Put the weights of `trained_weights` back into the UNet."
     if not self.config.lora_rank: return self.pipe.unet.load_state_dict(weights)
-    result = set_peft_model_state_dict(self.pipe.unet, weights)
-    if result.unexpected_keys: raise ValueError(f"The checkpoint's adapter does not fit this UNet: {result.unexpected_keys[:3]}")
+    load_adapter_weights(self.pipe, weights)
 
 # %% ../nbs/02_train.ipynb #803f6e7c
 RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
                 "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
                 "crop", "flip", "buckets", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",  # its order, the EMA and optimizer in the checkpoint
-                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")  # the adapters in the checkpoint
+                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_text_encoder", "lora_dora")  # the adapters in the checkpoint
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
 
 def same_source(a:str, b:str) -> bool:
@@ -1576,11 +1600,12 @@ def save_model(self:Trainer, folder:Path) -> Path:
     restore_originals(self.pipe, self.originals)
     with self.ema_weights() as unet:
         if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
-        save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya)
-        plain = without_lora(unet, merge=self.config.merge_lora)
-    self.pipe.register_modules(unet=plain)
+        adapted = {"unet": unet, **({"text_encoder": self.pipe.text_encoder} if self.config.lora_text_encoder else {})}
+        save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya, text_encoder=adapted.get("text_encoder"), dtype=self.config.lora_save_dtype)
+        plain = {name: without_lora(part, merge=self.config.merge_lora) for name, part in adapted.items()}
+    self.pipe.register_modules(**plain)
     try: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
-    finally: self.pipe.register_modules(unet=unet)
+    finally: self.pipe.register_modules(**adapted)
 
 # %% ../nbs/02_train.ipynb #0c042e30
 def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
@@ -1621,52 +1646,158 @@ def train(config:TrainConfig, # the run's config
     "Train a text-to-image model as `config` says; returns the run folder."
     return Trainer(config, callbacks=callbacks).fit()
 
+# %% ../nbs/02_train.ipynb #fa0a2c9c
+from diffusers.utils import recurse_remove_peft_layers
+from peft import inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+
 # %% ../nbs/02_train.ipynb #8441b046
-def add_lora(unet, # the UNet: frozen, then given adapters
+TEXT_ENCODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # the CLIP text encoder's attention (`lora_text_encoder`), as in diffusers' scripts
+
+def add_lora(model, # the UNet or the text encoder: frozen, then given adapters
              rank:int, # adapter rank
              alpha:float|None=None, # scaling numerator (None: the rank)
              dropout:float=0.0, # dropout on the adapters' input
              targets=("to_q", "to_k", "to_v", "to_out.0"), # module names (suffixes) that get adapters
              base_dtype:torch.dtype=torch.float32, # dtype of the frozen base weights: the compute dtype under mixed precision
+             dora:bool=False, # DoRA: also learn the magnitude of each weight row
             ) -> list:
-    "Freeze `unet` (its weights in `base_dtype`) and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
-    names = [n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    "Freeze `model` (its weights in `base_dtype`) and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
+    names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this UNet; accepted: "
+    if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this {type(model).__name__}; accepted: "
                                  f"{', '.join(sorted({n.split('.')[-1] if not n.split('.')[-1].isdigit() else '.'.join(n.split('.')[-2:]) for n in names}))}")
-    unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, init_lora_weights="gaussian", target_modules=list(targets)))
-    for t in (*unet.parameters(), *unet.buffers()):  # the base in the compute dtype: autocast need not cast it at every step
+    model.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, init_lora_weights="gaussian", target_modules=list(targets), use_dora=dora)
+    inject_adapter_in_model(config, model, "default")  # (peft itself: transformers' `add_adapter` wants a newer peft)
+    for t in (*model.parameters(), *model.buffers()):  # the base in the compute dtype: autocast need not cast it at every step
         if t.is_floating_point() and not t.requires_grad: t.data = t.data.to(base_dtype)
-    cast_training_params(unet, dtype=torch.float32)  # the adapters train in fp32
-    return [p for p in unet.parameters() if p.requires_grad]
+    cast_training_params(model, dtype=torch.float32)  # the adapters train in fp32
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# %% ../nbs/02_train.ipynb #8205ed64
+def check_text_encoder_lora(pipe):
+    "Raise unless `pipe`'s text encoder can train adapters: a CLIP encoder (Stable Diffusion's) whose states are used raw."
+    if not pipe.text.is_clip or pipe.text_whitening is not None:
+        raise ValueError(f"lora_text_encoder adapts a CLIP text encoder whose states the UNet reads raw (Stable Diffusion's); this model's is "
+                         f"{pipe.text_encoder.config.model_type}{' with a fitted text whitening' if pipe.text_whitening is not None else ''}")
+
+def add_adapters(pipe, # the pipeline to train
+                 config:TrainConfig, # its `lora_*` settings
+                 base_dtype:torch.dtype=torch.float32, # the compute dtype of the frozen base weights
+                 accelerator:Accelerator|None=None, # with several processes, the text encoder's adapter gradients are averaged across them
+                ) -> list:
+    "The LoRA adapters `config` asks for on the UNet (and the text encoder); returns the parameters to train."
+    kw = dict(rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout, base_dtype=base_dtype, dora=config.lora_dora)
+    params = add_lora(pipe.unet, targets=config.lora_targets, **kw)
+    if not config.lora_text_encoder: return params
+    check_text_encoder_lora(pipe)
+    text_params = add_lora(pipe.text_encoder, targets=TEXT_ENCODER_LORA_TARGETS, **kw)
+    if accelerator is not None and accelerator.num_processes > 1:  # DDP averages the UNet's gradients; these, hooks average as they arrive
+        for p in text_params: p.register_hook(lambda grad: accelerator.reduce(grad, "mean"))
+    return params + text_params
+
+
+# %% ../nbs/02_train.ipynb #7e35e8f7
+class LiveCaptions(CaptionCache):
+    "Captions encoded at each lookup, with gradients while they are on: a text encoder that trains (LoRA) has no fixed states to cache."
+    def __init__(self, pipe, # the pipeline whose text encoder trains
+                 captions:list, # all captions training and validation will use
+                 *cache_args, **cache_kwargs): # a `CaptionCache`'s folder and shards: unused, nothing is cached
+        check_text_encoder_lora(pipe)
+        self.pipe, self.captions, self.encoded = pipe, list(dict.fromkeys([""] + list(captions))), 0
+        self.index = {c: i for i, c in enumerate(self.captions)}
+
+@patch
+def lookup(self:LiveCaptions, ids:torch.Tensor, device="cpu", dtype=torch.float32) -> tuple:
+    "(hidden, pooled) of caption indices `ids`, encoded now: in training (gradients on) with the adapters' dropout, else in eval mode."
+    self.pipe.text_encoder.train(torch.is_grad_enabled())
+    hidden, pooled = self.pipe.text.encode_pooled([self.captions[i] for i in ids.tolist()], grad=True)
+    self.encoded += len(ids)
+    return hidden.to(device, dtype), (pooled.to(device, dtype) if self.pipe.config.pooled_text else None)
+
 
 # %% ../nbs/02_train.ipynb #d0bfa3ce
-def kohya_state_dict(unet) -> dict:
-    "The UNet's adapter with Kohya/A1111 keys (`lora_unet_..._lora_down.weight`, `.alpha`), as AUTOMATIC1111 and ComfyUI read it."
-    weights = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()})
-    alpha = float(unet.peft_config["default"].lora_alpha)
-    return {k: torch.tensor(alpha) if k.endswith(".alpha") else v.detach().contiguous() for k, v in weights.items()}
+def adapter_weights(pipe) -> dict:
+    "The LoRA adapters' weights: the UNet's under its module names, the text encoder's (if adapted) under `text_encoder.`."
+    te = get_peft_model_state_dict(pipe.text_encoder) if getattr(pipe.text_encoder, "peft_config", None) else {}
+    return {**get_peft_model_state_dict(pipe.unet), **{f"text_encoder.{k}": v for k, v in te.items()}}
 
+def load_adapter_weights(pipe, weights:dict):
+    "Put `adapter_weights`' weights back; raise if some fit no adapter."
+    te = {k.removeprefix("text_encoder."): v for k, v in weights.items() if k.startswith("text_encoder.")}
+    results = [set_peft_model_state_dict(pipe.unet, {k: v for k, v in weights.items() if not k.startswith("text_encoder.")})]
+    if te: results.append(set_peft_model_state_dict(pipe.text_encoder, te))
+    unexpected = [k for r in results for k in r.unexpected_keys]
+    if unexpected: raise ValueError(f"The checkpoint's adapter does not fit this model: {unexpected[:3]}")
+
+
+# %% ../nbs/02_train.ipynb #02190619
+def kohya_state_dict(unet, # a UNet with a LoRA adapter
+                     text_encoder=None, # a CLIP text encoder with one, if it has
+                     dtype:torch.dtype=torch.float32, # dtype of the weights (alphas stay fp32)
+                    ) -> dict:
+    "The adapter with Kohya/A1111 keys (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`; `lora_te_text_model_...`), as kohya's sd-scripts writes them."
+    out = {}
+    for prefix, model in (("lora_unet", unet), ("lora_te", text_encoder)):
+        if model is None: continue
+        if model.peft_config["default"].use_dora: raise ValueError("Kohya keys have no DoRA form that diffusers reads; write DoRA adapters with `save_lora` only")
+        alpha = torch.tensor(float(model.peft_config["default"].lora_alpha))
+        for k, v in get_peft_model_state_dict(model).items():
+            module, kind = k.split(".lora_")  # e.g. "down_blocks.1.attentions.0.proj_in", "A.weight"
+            if prefix == "lora_te" and not module.startswith("text_model."): module = f"text_model.{module}"  # (kohya's CLIP module names)
+            name = f"{prefix}_{module.replace('.', '_')}"
+            out[f"{name}.lora_{'down' if kind == 'A.weight' else 'up'}.weight"] = v.detach().to(dtype).contiguous()
+            out[f"{name}.alpha"] = alpha.clone()
+    return out
+
+def kohya_metadata(unet, # a UNet with a LoRA adapter
+                  ) -> dict:
+    "The safetensors metadata kohya's sd-scripts writes, which tools read to tell a LoRA's base model and size."
+    cfg, v2 = unet.peft_config["default"], unet.config.cross_attention_dim == 1024  # SD 2.x reads OpenCLIP-H's 1024-wide states
+    arch = ("stable-diffusion-v2-768-v" if unet.config.sample_size == 96 else "stable-diffusion-v2-512") if v2 else "stable-diffusion-v1"
+    convs = any(isinstance(m, BaseTunerLayer) and isinstance(m.get_base_layer(), torch.nn.Conv2d) and m.get_base_layer().kernel_size != (1, 1)
+                for m in unet.modules())
+    return {"ss_network_module": "networks.lora", "ss_network_dim": str(cfg.r), "ss_network_alpha": str(float(cfg.lora_alpha)),
+            "ss_base_model_version": "sd_v2" if v2 else "sd_v1", "ss_v2": str(v2), "modelspec.sai_model_spec": "1.0.0",
+            "modelspec.architecture": f"{arch}/lora", "modelspec.implementation": "diffusers",
+            **({"ss_network_args": json.dumps({"conv_dim": str(cfg.r), "conv_alpha": str(float(cfg.lora_alpha))})} if convs else {})}
+
+
+# %% ../nbs/02_train.ipynb #ca67a03c
 def save_lora(unet, # a UNet with a LoRA adapter
               folder:Path, # the folder to (re)place
               kohya:bool=False, # also write `lora_kohya.safetensors`
+              text_encoder=None, # the text encoder, if it has an adapter too
+              dtype:str="fp32", # dtype of the saved weights: `fp32`, `fp16` or `bf16`
              ) -> Path:
-    "Atomically write the adapter as `pytorch_lora_weights.safetensors` (diffusers format, rank and alpha in its metadata)."
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    "Atomically write the adapter as `pytorch_lora_weights.safetensors` (diffusers' keys `unet.`/`text_encoder.` + peft's names, rank and alpha in its metadata)."
+    dtype = LORA_SAVE_DTYPES[dtype]
+    def layers(model): return {k: v.detach().to(dtype).contiguous() for k, v in get_peft_model_state_dict(model).items()}  # every layer: `<module>.lora_A.weight`
+    def config(model): return model.peft_config["default"].to_dict()
+    te = text_encoder is not None
     def write(tmp):
-        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
-        if kohya: save_file(kohya_state_dict(unet), tmp/"lora_kohya.safetensors")
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers(unet), unet_lora_adapter_metadata=config(unet),
+                                                  text_encoder_lora_layers=layers(text_encoder) if te else None,
+                                                  text_encoder_lora_adapter_metadata=config(text_encoder) if te else None)
+        if kohya: save_file(kohya_state_dict(unet, text_encoder, dtype), tmp/"lora_kohya.safetensors", metadata=kohya_metadata(unet))
     return write_atomically(Path(folder), write)
 
-def without_lora(unet, # a UNet with a LoRA adapter (left as it is)
+def without_lora(model, # a UNet or text encoder with a LoRA adapter (left as it is)
                  merge:bool=False, # fold the adapter (at scale 1) into the weights
                 ):
-    "A copy of `unet` without adapter layers: the base weights, or with the adapter merged in."
-    plain = copy.deepcopy(unet)
-    if merge: plain.fuse_lora()
-    plain.unload_lora()
+    "A copy of `model` without adapter layers: the base weights, or with the adapter merged in."
+    plain = copy.deepcopy(model)
+    if merge:
+        for m in plain.modules():
+            if isinstance(m, BaseTunerLayer): m.merge()
+    recurse_remove_peft_layers(plain)
+    if hasattr(plain, "peft_config"): del plain.peft_config
+    if getattr(plain, "_hf_peft_config_loaded", None): plain._hf_peft_config_loaded = False
     return plain.requires_grad_(False)
+
 
 # %% ../nbs/02_train.ipynb #758fadc2
 def _file_lines(path):
