@@ -7,8 +7,9 @@ Docs: https://text2imagegen.github.io/text2imagegen/sample.html.md"""
 # %% auto #0
 __all__ = ['SCHEDULERS', 'FALLBACK_DEFAULTS', 'PNG_FIELDS', 'SAMPLE_DTYPES', 'EulerAncestralScheduler', 'make_sampler',
            'image_seeds', 'image_generators', 'initial_noise', 'check_steps', 'check_params', 'Generated',
-           'generate_batches', 'generate', 'image_grid', 'png_info', 'save_image', 'save_grid', 'load_params',
-           'sweep_figure', 'sweep', 'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 't2i_sample']
+           'generate_batches', 'generate', 'default_sampler', 'diffusers_class', 'image_grid', 'png_info', 'save_image',
+           'save_grid', 'load_params', 'sweep_figure', 'sweep', 'guidance_sweep', 'steps_sweep', 'scheduler_sweep',
+           't2i_sample']
 
 # %% ../nbs/03_sample.ipynb #61fc9ee3
 import json, math, numbers, os, re, textwrap, time, warnings
@@ -247,6 +248,18 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
             results += batch; bar.update(len(batch))
     return results
 
+# %% ../nbs/03_sample.ipynb #dae0738b
+def default_sampler(pipeline, # A pipeline: its `sample_defaults` and training schedule
+                   ):
+    "A fresh copy of the sampler `generate` uses by default for `pipeline`: its `sample_defaults` scheduler (else `FALLBACK_DEFAULTS`')."
+    return make_sampler({**FALLBACK_DEFAULTS, **(pipeline.config.get("sample_defaults") or {})}["scheduler"], pipeline)
+
+def diffusers_class(sampler, # A scheduler, e.g. from `make_sampler`
+                   ):
+    "`sampler` as the diffusers class it derives from, the one a saved model folder names so that diffusers alone can load it."
+    cls = next(c for c in type(sampler).__mro__ if c.__module__.startswith("diffusers."))
+    return sampler if cls is type(sampler) else cls.from_config(sampler.config)
+
 # %% ../nbs/03_sample.ipynb #e4a51a27
 def image_grid(images:list,    # PIL images
                captions=None,  # One caption per image (wrapped under it), or None
@@ -387,7 +400,8 @@ SAMPLE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16"
 @call_parse
 def t2i_sample(
     *prompts:str,               # Prompts to draw (one image each, times `--n`)
-    model:str="runs/default",   # Run folder, pipeline folder or hub id
+    model:str="runs/default",   # Run folder, pipeline folder, hub id or single-file checkpoint (.safetensors)
+    config_folder:str=None,     # For a single-file model: a diffusers folder of its architecture with configs and tokenizer/ (default: the bundled SD 1.5 configs)
     prompt_file:str=None,       # UTF-8 text file with one prompt per line (added after the prompts given)
     n:int=1,                    # Images per prompt
     negative_prompt:str=None,   # Negative prompt (default: the empty prompt)
@@ -415,7 +429,8 @@ def t2i_sample(
     try: scales = [float(s) for s in str(lora_scale).split(",")]
     except ValueError: raise ValueError(f"lora_scale must be a number or comma-separated numbers, one per adapter; got {lora_scale!r}") from None
     if dtype not in SAMPLE_DTYPES: raise ValueError(f"dtype must be one of {', '.join(SAMPLE_DTYPES)}; got {dtype!r}")
-    pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales, dtype=SAMPLE_DTYPES[dtype])
+    pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales, config=config_folder,
+                             dtype=SAMPLE_DTYPES[dtype])
     pipeline.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if compile: pipeline.unet.compile()  # compiled at the first batch, again for a last batch of another size
     todo = [p for p in prompts for _ in range(n)]
