@@ -40,8 +40,9 @@ def interrupt_signals():
 
 def error_line(e:BaseException) -> str:
     "An exception as one line of text: its message, or an OS error's file and reason."
-    if isinstance(e, OSError) and e.strerror and len(e.args) > 1: return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    return str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror and len(e.args) > 1: text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else: text = str(e) or type(e).__name__
+    return " ".join(text.split())  # a library's message over several lines, on one
 
 def run_command(name:str, # the command's name, which starts each message
                 main, # runs the command (parsing `sys.argv`)

@@ -22,8 +22,8 @@ __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS'
            'SPLITS', 'LAYOUTS', 'CAPTION_COLUMNS', 'IMAGE_COLUMNS', 'ID_COLUMNS', 'IMAGE_DIR_NAMES',
            'MAX_CAPTION_CHARS', 'IMAGE_SUFFIXES', 'describe', 'caption_for', 'render_with_boxes', 'render',
            'ShapesWorld', 'show_samples', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'image_size',
-           'pick_caption', 'drop_captions', 'image_problem', 'subset_indices', 'load_captioned', 'split_by_image',
-           'train_val_split', 'tuxpaint_imagefolder', 'cache_dir']
+           'pick_caption', 'drop_captions', 'check_templates', 'styled_caption', 'image_problem', 'subset_indices',
+           'load_captioned', 'split_by_image', 'train_val_split', 'tuxpaint_imagefolder', 'cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -446,6 +446,35 @@ def drop_captions(captions:list, # a batch of captions
     if isinstance(generator, np.random.Generator): u = generator.random(n)
     else: u = torch.rand(n, generator=generator).numpy()
     return ["" if x < p else c for c, x in zip(captions, u)]
+
+# %% ../nbs/00_data.ipynb #58b404aa
+def check_templates(templates:list|None) -> list|None:
+    "Caption templates as a list of str, each holding `{caption}` once (None: none); raises naming the bad one."
+    if templates is None: return None
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    for t in templates:
+        if not isinstance(t, str) or t.count("{caption}") != 1 or t.replace("{caption}", "").count("{") + t.count("}") != 1:
+            raise ValueError(f"A caption template holds {{caption}} once and no other braces, e.g. 'a photo of {{caption}}'; got {t!r}")
+    if not templates: raise ValueError("caption templates: give at least one, or None for the captions as they are")
+    return templates
+
+def styled_caption(caption:str, # the caption `pick_caption` chose
+                   epoch:int, index:int, seed:int=0, # as for `pick_caption`: the draw is seeded by them
+                   templates:list|None=None, # templates holding {caption}, one drawn per (seed, epoch, index)
+                   shuffle_tags:bool=False, # shuffle the comma-separated tags after the first `keep_tags`
+                   keep_tags:int=0, # tags at the start kept in place (and never dropped)
+                   tag_dropout:float=0.0, # probability of dropping each tag after the kept ones
+                  ) -> str:
+    "The caption as training sees it in `epoch`: its tags shuffled and some dropped, then put into a template."
+    rng = np.random.default_rng([seed, epoch, index, 1])  # a stream of its own: `pick_caption` uses [seed, epoch, index]
+    if shuffle_tags or tag_dropout:
+        tags = [t.strip() for t in caption.split(",") if t.strip()]
+        head, tail = tags[:keep_tags], tags[keep_tags:]
+        if shuffle_tags: tail = [tail[j] for j in rng.permutation(len(tail))]
+        if tag_dropout: tail = [t for t, u in zip(tail, rng.random(len(tail))) if u >= tag_dropout]
+        caption = ", ".join(head + tail)
+    if templates: caption = templates[int(rng.integers(len(templates)))].replace("{caption}", caption)
+    return caption
 
 # %% ../nbs/00_data.ipynb #cc8a6f0e
 LAYOUTS = ("Hugging Face dataset id or save_to_disk folder", "imagefolder with metadata.jsonl or metadata.csv",

@@ -16,11 +16,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save as safetensors_bytes
 
 from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
                                 ShapesWorld, caption_for, render, pil_to_tensor, cache_dir)
+from .model import first_line, require_safetensors
 from .run_folder import write_text_atomically
+from .sample import save_figure, write_bytes_atomically
 
 # %% ../nbs/04_evaluate.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -329,24 +332,22 @@ def save_judge(judge:ShapesJudge, # the judge
                path:str|Path, # a .safetensors file
               ) -> Path:
     "Write the judge's weights and metadata (recipe, ceiling, training seconds) atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"recipe": json.dumps(judge.recipe), "ceiling": json.dumps(judge.ceiling),
             "train_seconds": f"{getattr(judge, 'train_seconds', float('nan')):.1f}"}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomically(path, safetensors_bytes({k: v.contiguous() for k, v in judge.state_dict().items()}, metadata=meta))
 
 def read_judge(path:str|Path, # a file written by `save_judge`
               ) -> ShapesJudge:
-    "Load a judge saved by `save_judge` (safetensors only)."
-    path = Path(path)
+    "Load a judge saved by `save_judge` (safetensors only: a pickle is refused before it is opened)."
+    path = require_safetensors(path)
     if not path.is_file(): raise FileNotFoundError(f"No judge at {path}; train one with `train_judge` and `save_judge`, or call `load_judge()`")
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
-    recipe = json.loads(meta["recipe"])
-    judge = ShapesJudge(recipe["width"], recipe["features"], recipe["resolution"])
-    judge.load_state_dict(load_file(str(path)))
+    try:
+        with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
+        recipe = json.loads(meta["recipe"])
+        judge = ShapesJudge(recipe["width"], recipe["features"], recipe["resolution"])
+        judge.load_state_dict(load_file(str(path)))
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a judge written by save_judge ({first_line(e)}); leave --judge out to use the cached default") from None
     judge.recipe, judge.ceiling = recipe, json.loads(meta.get("ceiling", "{}"))
     judge.train_seconds, judge.path = float(meta.get("train_seconds", "nan")), str(path)
     return judge.eval()
@@ -489,19 +490,21 @@ def failure_figure(report:dict, # from `adherence_benchmark` (with images)
 def write_adherence_report(report:dict, # from `adherence_benchmark`
                            out_dir:str|Path, # folder for adherence.json, adherence.md, adherence_failures.png
                           ) -> dict:
-    "Write the JSON report (no images), the markdown summary and the failure grid; returns their paths."
+    "Write the JSON report (no images), the markdown summary and the failure grid, each atomically; returns their paths."
     import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"adherence{s}" for k, s in (("json", ".json"), ("markdown", ".md"), ("failures", "_failures.png"))}
     data = {**report, "results": [{k: v for k, v in r.items() if k != "image"} for r in report["results"]]}
-    paths["json"].write_text(json.dumps(data, indent=1))
+    write_bytes_atomically(paths["json"], json.dumps(data, indent=1).encode())
     s = report["settings"]
-    paths["markdown"].write_text(
+    write_bytes_atomically(paths["markdown"], (
         f"# Adherence benchmark\n\nmodel `{s['model']}`, {s['prompts']} prompts × {s['n_per_prompt']} images, seed {s['seed']}, "
         f"scheduler {s['scheduler']}, {s['steps']} steps, guidance {s['guidance_scale']}, {s['width']}×{s['height']} px. "
         f"An image passes only if every clause holds (judged by the Shapes judge).\n\n{adherence_table(report)}\n\n"
-        f"{ceiling_line(report['judge']['ceiling'])}\n\n![failures](adherence_failures.png)\n")
-    fig = failure_figure(report); fig.savefig(paths["failures"], dpi=90); plt.close(fig)
+        f"{ceiling_line(report['judge']['ceiling'])}\n\n![failures](adherence_failures.png)\n").encode())
+    fig = failure_figure(report)
+    try: save_figure(fig, paths["failures"], dpi=90)
+    finally: plt.close(fig)
     return paths
 
 # %% ../nbs/04_evaluate.ipynb #5d1e0a02

@@ -608,6 +608,8 @@ def save_pretrained(self:Text2ImagePipeline,
                      **kwargs):
     "Save in diffusers format with safetensors weights; the scheduler written is the model's default sampler, as a diffusers class."
     if not safe_serialization: raise ValueError("Text2ImagePipeline saves weights as safetensors only (safe_serialization=True)")
+    backend = getattr(self.tokenizer, "backend_tokenizer", None)
+    if backend is not None: backend.no_truncation(); backend.no_padding()  # not the last call's settings: the same model, the same files
     from text2imagegen.sample import default_sampler, diffusers_class  # 03_sample builds the samplers (and imports this module)
     own, self.scheduler = self.scheduler, diffusers_class(default_sampler(self))
     try: DiffusionPipeline.save_pretrained(self, save_directory, safe_serialization=True, **kwargs)

@@ -26,7 +26,7 @@ from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir,
+from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir, styled_caption, check_templates,
                                 pick_caption, drop_captions, tensor_to_pil, image_size)
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, _pipeline_folder
 from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
@@ -37,21 +37,22 @@ from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_
 from .cli import Stopped, signal_name, interrupt_signals, run_command
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS', 'RECIPES',
-           'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE',
-           'CALLBACK_EVENTS', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer', 'check_sample_settings',
-           'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults', 'check_lora',
-           'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config', 'resolved_sources',
-           'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images', 'captioned_images',
-           'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'remove_stale_fills',
-           'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views',
-           'epoch_order', 'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets',
-           'group_buckets', 'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices',
-           'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights', 'batch_loss', 'Trainer',
-           'heldout_examples', 'make_optimizer', 'MicroBatches', 'same_source', 'resume_changes', 'Callback',
-           'trainer_callbacks', 'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train',
-           'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser', 'data_summary',
-           't2i_train']
+__all__ = ['SCHEDULES', 'MIXED_PRECISION', 'TIMESTEP_BIASES', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRAIN_DEFAULTS',
+           'DEFAULT_VAL_PROMPTS', 'RECIPES', 'CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'FINAL_RESERVE_S', 'RESUME_FIXED',
+           'RESUME_NEW_SCHEDULE', 'CALLBACK_EVENTS', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
+           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults',
+           'check_lora', 'make_pipeline', 'noise_scheduler', 'recipe_names', 'load_recipe', 'layered_config',
+           'resolved_sources', 'freeze_encoders', 'frozen_originals', 'restore_originals', 'ImageSet', 'shapes_images',
+           'captioned_images', 'load_images', 'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard',
+           'remove_stale_fills', 'filled_cache', 'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache',
+           'flip_views', 'epoch_order', 'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes',
+           'assign_buckets', 'group_buckets', 'image_buckets', 'BucketLatents', 'bucket_batches',
+           'bucket_batch_indices', 'training_target', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
+           'batch_loss', 'check_launcher', 'Trainer', 'heldout_examples', 'make_optimizer', 'split_global_batch',
+           'micro_batches_per_epoch', 'run_steps', 'fitted_warmup', 'MicroBatches', 'same_source', 'resume_changes',
+           'Callback', 'trainer_callbacks', 'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts',
+           'train', 'add_lora', 'kohya_state_dict', 'save_lora', 'without_lora', 'field_docs', 'train_parser',
+           'data_summary', 'caption_examples', 'plan_summary', 'accelerate_mixed_precision', 't2i_train']
 
 # %% ../nbs/02_train.ipynb #f77d56da
 SCHEDULES = ("cosine", "constant", "linear")
@@ -59,12 +60,13 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_BIASES = ("none", "later", "earlier")
 PRESET_TRAIN_DEFAULTS = {  # what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
     "tiny": dict(resolution=32, batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=100, weight_decay=0.0,  # the Shapes-world
-                 timestep_bias="later", max_steps=1600, num_threads=2),  # recipe, measured on 2 CPU cores (see "The recipe")
+                 timestep_bias="later", max_steps=1600, num_threads=2, ema_decay=0.999),  # recipe, measured on 2 CPU cores (see "The recipe")
     "sd15": dict(resolution=512, batch_size=16, lr=1e-4, lr_schedule="constant", warmup_steps=500, weight_decay=1e-2,  # diffusers'
-                 timestep_bias="none", max_steps=None, num_threads=0),  # train_text_to_image.py defaults, for a random-init UNet
+                 timestep_bias="none", max_steps=None, num_threads=0, ema_decay=0.999),  # train_text_to_image.py defaults, for a random-init UNet
     "loaded": dict(resolution=512, batch_size=16, lr=1e-5, lr_schedule="constant", warmup_steps=0, weight_decay=1e-2,  # diffusers'
-                   timestep_bias="none", max_steps=None, num_threads=0),  # Stable Diffusion fine-tuning example
+                   timestep_bias="none", max_steps=None, num_threads=0, ema_decay=0.999),  # Stable Diffusion fine-tuning example
 }
+LORA_TRAIN_DEFAULTS = dict(lr=1e-4, ema_decay=0.0)  # a LoRA run's None fields, over the preset's: diffusers' train_text_to_image_lora.py
 DEFAULT_VAL_PROMPTS = ["a large red circle on the left", "a small blue square at the top",
                        "a large yellow triangle in the center", "a large blue circle above a small red square",
                        "a small orange square to the left of a large purple triangle", "three small green squares",
@@ -96,14 +98,19 @@ class TrainConfig:
     max_minutes:float|None=None # optional wall-clock cap from set-up to final save: the run stops early, saves and says how far it got (0 or None: none)
     batch_size:int|None=None # images per process per micro-batch (None: the preset's)
     grad_accum:int=1 # micro-batches per optimizer step
-    lr:float|None=None # peak learning rate (None: the preset's, 2e-3 for tiny, 1e-5 to fine-tune a loaded model)
+    global_batch:int|None=None # images per optimizer step over all processes: batch_size (then the most per process) and grad_accum follow from the number of processes, so 1 and 8 GPUs train the same run (None: batch_size x grad_accum x processes)
+    lr:float|None=None # peak learning rate (None: the preset's, 2e-3 for tiny, 1e-5 to fine-tune a loaded model, 1e-4 for LoRA)
     lr_schedule:str|None=None # `cosine`, `constant` or `linear` decay after warmup (None: the preset's)
     warmup_steps:int|None=None # linear warmup steps (None: the preset's)
     weight_decay:float|None=None # AdamW weight decay (None: the preset's)
     optimizer:str="adamw" # `adamw`, `adamw8bit` (bitsandbytes: a quarter of AdamW's state memory) or a `torch.optim` optimizer by name, e.g. `SGD`
     max_grad_norm:float=1.0 # gradient clipping norm
     caption_dropout:float=0.1 # probability of training a caption as the empty prompt (classifier-free guidance)
-    ema_decay:float=0.999 # largest EMA decay (0: no EMA)
+    caption_template:list|None=None # templates holding {caption}, one drawn per image and epoch, e.g. "a photo of {caption}" (None: the captions as they are)
+    shuffle_tags:bool=False # shuffle each caption's comma-separated tags every epoch (kohya's shuffle_caption)
+    keep_tags:int=0 # tags at the start of a caption kept in place by shuffle_tags and tag_dropout (kohya's keep_tokens)
+    tag_dropout:float=0.0 # probability of dropping each tag after the kept ones, every epoch (kohya's caption_tag_dropout_rate)
+    ema_decay:float|None=None # largest EMA decay (0: no EMA; None: the preset's, 0.999, or 0 for a LoRA run)
     ema_power:float=0.75 # EMA warmup: decay ramps as 1 - (1 + step) ** -power
     ema_device:str|None=None # where the EMA weights live between updates, e.g. `cpu` to save accelerator memory (None: the training device)
     ema_every:int=1 # optimizer steps between EMA updates
@@ -114,7 +121,7 @@ class TrainConfig:
     timestep_bias_multiplier:float=5.0 # how many times more often the biased timesteps are sampled
     timestep_bias_portion:float=0.5 # the fraction of the timesteps that is biased
     prediction_type:str|None=None # `epsilon` or `v_prediction` (None: the model's own; tiny: v_prediction, sd15: epsilon)
-    mixed_precision:str="no" # `no`, `fp16` or `bf16`
+    mixed_precision:str|None=None # `no`, `fp16` or `bf16` (None: accelerate's configuration, as `accelerate launch --mixed_precision` or `accelerate config` set it, else `no`)
     gradient_checkpointing:bool=False # recompute the UNet's activations in the backward pass: less memory, ~30% slower
     allow_tf32:bool=False # TF32 matmuls on Ampere or newer GPUs: faster, slightly less precise
     cache_latents:bool|None=None # cache model-space images (VAE latents) on disk (None: whenever crops are centred)
@@ -155,7 +162,11 @@ def check_config(self:TrainConfig):
     if self.timestep_bias_multiplier <= 0: raise ValueError(f"timestep_bias_multiplier must be positive, got {self.timestep_bias_multiplier}")
     if not 0 < self.timestep_bias_portion < 1: raise ValueError(f"timestep_bias_portion must be in (0, 1), got {self.timestep_bias_portion}")
     if not 0 <= self.caption_dropout <= 1: raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
-    if not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+    self.caption_template = check_templates(self.caption_template)
+    if not 0 <= self.tag_dropout < 1: raise ValueError(f"tag_dropout must be in [0, 1), got {self.tag_dropout}")
+    if self.keep_tags < 0: raise ValueError(f"keep_tags must be 0 or more, got {self.keep_tags}")
+    if self.ema_decay is not None and not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be None (the preset's) or in [0, 1), got {self.ema_decay}")
+    if self.global_batch is not None and self.global_batch < 1: raise ValueError(f"global_batch must be None or at least 1, got {self.global_batch}")
     if self.text_whitening is not None and self.text_whitening < 0:
         raise ValueError(f"text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as 0.1, got {self.text_whitening}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
@@ -229,8 +240,9 @@ def model_resolution(preset:str, config_folder:str|None=None) -> int|None:
     return unet["sample_size"] * factor
 
 def resolve_defaults(config:TrainConfig) -> TrainConfig:
-    "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS and the model's own prediction type and size."
-    fill = {k: v for k, v in PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)].items() if getattr(config, k) is None
+    "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS (and LORA_TRAIN_DEFAULTS for a LoRA run) and the model's own prediction type and size."
+    defaults = {**PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)], **(LORA_TRAIN_DEFAULTS if config.lora_rank else {})}
+    fill = {k: v for k, v in defaults.items() if getattr(config, k) is None
             and not (k == "max_steps" and config.epochs)}  # epochs given: they define the run
     if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset, config.config_folder)
     if "resolution" in fill and preset_kind(config.preset) == "loaded":
@@ -332,7 +344,8 @@ def resolved_sources(config:TrainConfig, sources:dict) -> tuple:
     kind = preset_kind(config.preset)
     for f in fields(TrainConfig):
         if getattr(config, f.name) is None and getattr(done, f.name) is not None:
-            sources = {**sources, f.name: "model" if f.name == "prediction_type" else f"preset:{kind}"}
+            lora = config.lora_rank and f.name in LORA_TRAIN_DEFAULTS
+            sources = {**sources, f.name: "model" if f.name == "prediction_type" else "lora" if lora else f"preset:{kind}"}
     return done, sources
 
 
@@ -879,6 +892,13 @@ def batch_loss(pipe, # the pipeline (for `predict`)
     return diffusion_loss(pred, training_target(scheduler, x0, noise, timesteps), weight)
 
 # %% ../nbs/02_train.ipynb #b963d1f4
+def check_launcher():
+    "Refuse a launch under DeepSpeed or FSDP (`accelerate launch` with them configured): the trainer runs plain DDP."
+    used = [name for name, var in (("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"), ("FSDP", "ACCELERATE_USE_FSDP"))
+            if os.environ.get(var, "false").lower() in ("1", "true", "yes")]
+    if used: raise ValueError(f"Launched with {used[0]}, which this trainer does not support: it trains with plain data parallelism (DDP). "
+                              "Launch with `accelerate launch --multi_gpu` (or an accelerate config without DeepSpeed and FSDP)")
+
 class Trainer:
     "One training run of a `TrainConfig` on `accelerate`: data, caches, model, optimizer, EMA, logs, checkpoints."
     def __init__(self, config:TrainConfig,
@@ -888,12 +908,19 @@ class Trainer:
                 ):
         self.callbacks = trainer_callbacks(callbacks)  # the built-in ones and these, by `order`
         self.sources = None if sources is None else resolved_sources(config, sources)[1]
+        self.warmup_given = config.warmup_steps is not None
         config = resolve_defaults(config)  # the preset's values for the fields left None
         self.config, self.run_dir, self.t_start, self.command = config, Path(config.output_dir), time.time(), command
         if config.num_threads: torch.set_num_threads(config.num_threads)
         if config.allow_tf32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        check_launcher()
         AcceleratorState._reset_state()  # a new run in the same process may use another mixed precision
         self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+        config = self.config = split_global_batch(config, acc.num_processes)
+        acc.gradient_accumulation_steps = config.grad_accum
+        if config.mixed_precision is None:  # accelerate's configuration decided: recorded
+            config.mixed_precision = acc.mixed_precision
+            if self.sources: self.sources["mixed_precision"] = "accelerate"
         self.is_main, self.device = acc.is_main_process, acc.device
         self.lock, self.log, self.resumed, self.stop_signal, self.made_dirs, self.folder_open = None, None, None, None, [], False
         try:
@@ -934,11 +961,12 @@ def check_run_dir(self:Trainer) -> Path|None:
     check_output_dir(self.run_dir, None if cfg.data == "shapes" else cfg.data, cfg.overwrite, cfg.resume)
     if not cfg.resume: return None
     ckpt = resume_checkpoint(self.run_dir)
+    read_log(self.run_dir/"log.csv")  # a malformed row is reported now (with its line); the resume goes on without it
     saved = checkpoint_json(ckpt, "config") or json.loads((self.run_dir/"config.json").read_text())
     fixed, _ = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
     if fixed:
         raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, its data or their order: "
-                         + "; ".join(f"{k} {b!r} -> {n!r}" for k, (b, n) in fixed.items())
+                         + "; ".join(f"{k}: {b!r} -> {n!r}" for k, (b, n) in fixed.items())
                          + f". Resume with the run's own values ({self.run_dir/'config.json'}), or start a new run in another --output-dir")
     return ckpt
 
@@ -986,12 +1014,16 @@ def setup_data(self:Trainer):
     self.check_sampling()
     self.transform = ImageTransform(cfg.resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
     self.buckets = self.bucket_images() if cfg.buckets else None
+    per_epoch = micro_batches_per_epoch(len(self.train_set), cfg.batch_size, acc.num_processes, self.buckets)
+    total = run_steps(cfg, per_epoch)
+    cfg.warmup_steps = fitted_warmup(cfg.warmup_steps, total, self.warmup_given)
     val_set = self.heldout.select(range(min(cfg.val_size, len(self.heldout))))
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()/"data"
     shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
                   token=str(int(self.main_value(os.getpid()))))
-    self.captions = CaptionCache(self.pipe, [c for cs in self.train_set.captions + val_set.captions for c in cs], root, **shards)
-    whitened = fit_text_whitening(self.pipe, self.captions, [c for cs in self.train_set.captions for c in cs])
+    trained = self.trained_captions(total, per_epoch)  # the cache holds exactly the captions the run draws
+    self.captions = CaptionCache(self.pipe, trained + [c for cs in val_set.captions for c in cs], root, **shards)
+    whitened = fit_text_whitening(self.pipe, self.captions, trained)
     cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
     enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
     if cache and self.buckets: self.latents = BucketLatents(self.pipe, self.train_set, self.buckets, self.transform, root, **enc)
@@ -1101,12 +1133,52 @@ def make_lr_scheduler(self:Trainer, total:int|None, last_step:int=0):
 # %% ../nbs/02_train.ipynb #97fae39b
 FINAL_RESERVE_S = 30 # seconds a `max_minutes` cap keeps for the final validation, samples and save
 
+def split_global_batch(config:TrainConfig, # a resolved config (its batch_size: the most one process takes at once)
+                       num_processes:int, # processes training together
+                      ) -> TrainConfig:
+    "`config` with batch_size and grad_accum that make its `global_batch` on `num_processes`: the largest micro-batch that divides each process's share."
+    g, processes = config.global_batch, num_processes
+    if not g: return config
+    if config.grad_accum != 1:  # given, or recorded by the run: it must agree
+        if config.batch_size * config.grad_accum * processes != g:
+            raise ValueError(f"global_batch {g} is not batch_size {config.batch_size} x grad_accum {config.grad_accum} x {processes} process(es): "
+                             "leave grad_accum at 1 and it follows from global_batch")
+        return config
+    if g % processes: raise ValueError(f"global_batch {g} does not split over {processes} processes: give a multiple of {processes}")
+    share = g // processes
+    split = replace(config)
+    split.batch_size = max(b for b in range(1, min(share, config.batch_size) + 1) if share % b == 0)
+    split.grad_accum = share // split.batch_size
+    return split
+
+def micro_batches_per_epoch(n:int, # training images
+                            batch_size:int, num_processes:int, # per process, and how many
+                            buckets:dict|None=None, # {(width, height): image indices}, if bucketed
+                           ) -> int:
+    "Full micro-batches of one process in an epoch: of each bucket, with buckets."
+    if buckets: return sum(len(idx) // (batch_size * num_processes) for idx in buckets.values())
+    return n // num_processes // batch_size
+
+def run_steps(config:TrainConfig, # a resolved config
+              per_epoch:int, # micro-batches per epoch of one process
+             ) -> int:
+    "Total optimizer steps: `max_steps`, or `epochs` worth."
+    return config.max_steps or max(1, config.epochs * per_epoch // config.grad_accum)
+
+def fitted_warmup(warmup:int, # warm-up steps
+                  total:int, # the run's steps
+                  given:bool, # whether the user chose `warmup` (else it is the preset's)
+                 ) -> int:
+    "Warm-up that fits the run: a preset's is cut to a tenth of a short run; one given that is not shorter than the run is refused."
+    if not warmup or warmup < total and (given or warmup <= total // 10): return warmup
+    if given: raise ValueError(f"warmup_steps {warmup} is not shorter than the run's {total} steps: the learning rate would never "
+                               "reach its peak. Lower --warmup-steps or train longer (--max-steps or --epochs)")
+    return total // 10
+
 @patch
 def planned_steps(self:Trainer) -> int:
-    "Total optimizer steps, from max_steps or epochs (full micro-batches per epoch: of each bucket, with buckets)."
-    cfg = self.config
-    if cfg.max_steps: total = cfg.max_steps
-    else: total = max(1, cfg.epochs * self.batches.per_epoch // cfg.grad_accum)
+    "Total optimizer steps (`run_steps`), and the learning-rate schedule over them."
+    total = run_steps(self.config, self.batches.per_epoch)
     self.make_lr_scheduler(total)
     return total
 
@@ -1125,8 +1197,7 @@ class MicroBatches(Dataset):
                 ):
         self.images, self.latents, self.transform, self.seed, self.buckets = images, latents, transform, seed, buckets
         self.order = dict(batch_size=batch_size, num_processes=num_processes, rank=rank, seed=seed)
-        self.per_epoch = (sum(len(idx) // (batch_size * num_processes) for idx in buckets.values()) if buckets
-                          else len(images) // num_processes // batch_size)  # micro-batches per epoch
+        self.per_epoch = micro_batches_per_epoch(len(images), batch_size, num_processes, buckets)
         self.transforms = {size: ImageTransform(size, transform.crop, transform.flip) for size in buckets or {}}
         self.epoch_batches = {}  # the current epoch's bucket batches (`bucket_batch_indices`' memo)
     def __len__(self): return 2**62  # micro-batches never run out: the trainer decides when to stop
@@ -1152,8 +1223,23 @@ def batch_inputs(self:Trainer, k:int) -> tuple:
 @patch
 def caption_ids(self:Trainer, idx:torch.Tensor, epoch:int, generator:torch.Generator) -> torch.Tensor:
     "Caption-cache indices for training images `idx`: one caption each, some dropped to the empty prompt."
-    caps = [pick_caption(self.train_set.captions[i], epoch, i, self.config.seed) for i in idx.tolist()]
+    caps = [self.trained_caption(i, epoch) for i in idx.tolist()]
     return self.captions.ids(drop_captions(caps, self.config.caption_dropout, generator))
+
+@patch
+def trained_caption(self:Trainer, i:int, epoch:int) -> str:
+    "Training image `i`'s caption in `epoch`: one of its captions (`pick_caption`), styled as the config says (`styled_caption`)."
+    cfg = self.config
+    caption = pick_caption(self.train_set.captions[i], epoch, i, cfg.seed)
+    return styled_caption(caption, epoch, i, cfg.seed, cfg.caption_template, cfg.shuffle_tags, cfg.keep_tags, cfg.tag_dropout)
+
+@patch
+def trained_captions(self:Trainer, total_steps:int, per_epoch:int) -> list:
+    "Every caption the run trains on: each image's captions, or, when captions are styled, each image's caption of every epoch the run reaches."
+    cfg, per_epoch = self.config, max(1, per_epoch)
+    if not (cfg.caption_template or cfg.shuffle_tags or cfg.tag_dropout): return [c for cs in self.train_set.captions for c in cs]
+    epochs = (total_steps * cfg.grad_accum - 1) // per_epoch + 1
+    return [self.trained_caption(i, e) for e in range(epochs) for i in range(len(self.train_set))]
 
 @patch
 def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
@@ -1510,15 +1596,17 @@ def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
 
 @patch
 def finish(self:Trainer) -> Path:
-    "Save the EMA model, the final grid and the loss curve; print where everything went."
+    "Save the EMA model, the final grid and the loss curve (a run resumed at its last step: those missing); print where everything went."
     self.open_run_folder()  # (a run resumed at its last step trains none)
     self.accelerator.wait_for_everyone()
     if self.is_main:
         self.log.close()
         run = self.run_dir
-        self.save_model(run/"model")
-        if self.examples is None: self.sample_grid(unseen_prompts(self.config), run/"samples"/"final.png")
-        else: self.sample_grid(self.examples[0], run/"samples"/"final.png", real=self.examples[1], real_ids=self.examples[2])
+        untouched = self.resumed is not None and self.resumed["step"] == self.step  # resumed at its last step: redo only what is missing
+        if not (untouched and (run/"model"/"model_index.json").exists()): self.save_model(run/"model")
+        if not (untouched and (run/"samples"/"final.png").exists()):
+            if self.examples is None: self.sample_grid(unseen_prompts(self.config), run/"samples"/"final.png")
+            else: self.sample_grid(self.examples[0], run/"samples"/"final.png", real=self.examples[1], real_ids=self.examples[2])
         plot_loss_curve(run/"log.csv", run/"loss_curve.png")
         minutes = (time.time() - self.t_start) / 60
         print(f"Trained {self.step} steps in {minutes:.1f} min. Run folder: {run}\n"
@@ -1592,10 +1680,11 @@ def _file_lines(path):
 def _count_or_fraction(s:str): return float(s) if any(c in s for c in ".eE") else int(s)
 def _int_list(s:str): return [int(x) for x in s.replace(",", " ").split()]
 def _str_list(s:str): return [x.strip() for x in s.split(",") if x.strip()]
+def _bar_list(s:str): return [x.strip() for x in s.split("|") if x.strip()]
 
 CLI_FORMATS = {"val_prompts": (_file_lines, "a text file, one prompt per line"), "val_seeds": (_int_list, "comma-separated"),
                "unet": (json.loads, "JSON"), "kind_weights": (json.loads, "JSON"), "subset": (_count_or_fraction, None),
-               "lora_targets": (_str_list, "comma-separated")}  # else by type
+               "lora_targets": (_str_list, "comma-separated"), "caption_template": (_bar_list, "several separated by |")}  # else by type
 
 def _converter(f) -> tuple:
     "(converter, format note) of field `f` on the command line; optional non-text fields also accept `none`."
@@ -1640,14 +1729,45 @@ def _resume_command(argv:list, # the command-line arguments of the run
 
 
 # %% ../nbs/02_train.ipynb #758fadd1
-def data_summary(config:TrainConfig) -> str:
-    "What the run would train on, found without encoding anything: the Shapes pool, or the images of a captioned source."
-    if config.data == "shapes": return f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out"
-    if not Path(config.data).exists(): return f"{config.data}: no such local folder or file (a dry run does not look up hub data sets)"
+def data_summary(config:TrainConfig) -> tuple:
+    "(text, training images or None, the first training images' captions): what the run would train on, found without encoding anything."
+    if config.data == "shapes":
+        world = ShapesWorld(config.resolution or 32, seed=config.seed, length=3)
+        return (f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out", config.shapes_pool,
+                [[world[i]["caption"]] for i in range(3)])
+    if not Path(config.data).exists(): return f"{config.data}: no such local folder or file (a dry run does not look up hub data sets)", None, []
     try: parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
                                  image_column=config.image_column, caption_column=config.caption_column)
-    except Exception as e: return f"{config.data}: cannot be read ({type(e).__name__}: {e})"
-    return f"{config.data}: {len(parts['train'])} training and {len(parts['val'])} held-out images found"
+    except Exception as e: return f"{config.data}: cannot be read ({type(e).__name__}: {e})", None, []
+    first = parts["train"].select_columns(["captions"]).select(range(min(3, len(parts["train"]))))["captions"]
+    return f"{config.data}: {len(parts['train'])} training and {len(parts['val'])} held-out images found", len(parts["train"]), first
+
+def caption_examples(config:TrainConfig, # the run's config (its caption styling)
+                     captions:list, # the first training images' captions
+                    ) -> str:
+    "How the first training images' captions read to the model in the first epoch (before caption dropout)."
+    seen = [styled_caption(pick_caption(cs, 0, i, config.seed), 0, i, config.seed, config.caption_template, config.shuffle_tags,
+                           config.keep_tags, config.tag_dropout) for i, cs in enumerate(captions)]
+    return "Captions as trained (epoch 0): " + " | ".join(map(repr, seen))
+
+def plan_summary(config:TrainConfig, # a resolved config, its global batch split
+                 n:int|None, # training images (None: unknown)
+                 num_processes:int=1, # processes training together
+                 warmup_given:bool=True, # whether warmup_steps was chosen (else the preset's, fitted to the run)
+                ) -> str:
+    "The run's length in steps, images and epochs, its global batch and warm-up share; refuses a warm-up as long as the run."
+    g = config.batch_size * config.grad_accum * num_processes
+    batch = f"global batch {g} ({config.batch_size} per micro-batch x {config.grad_accum} accumulated x {num_processes} process(es))"
+    if n is None and not config.max_steps: return f"Plan: {config.epochs} epochs of the data, {batch}"
+    total = run_steps(config, micro_batches_per_epoch(n, config.batch_size, num_processes) if n else 0)
+    warmup = fitted_warmup(config.warmup_steps, total, warmup_given)
+    epochs = f" = {total * g / n:,.2f} epochs of {n:,} training images" if n else ""
+    return (f"Plan: {total:,} steps x {batch} = {total * g:,} images seen{epochs}; "
+            f"warm-up {warmup:,} steps ({warmup / total:.0%} of the run)")
+
+def accelerate_mixed_precision() -> str:
+    "The mixed precision accelerate's configuration gives (`accelerate launch --mixed_precision`, `accelerate config`), else `no`."
+    return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
 
 def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
              ):
@@ -1658,9 +1778,15 @@ def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
     config, sources = layered_config(recipe, config_file, flags)
     if dry_run:
         resolved, sources = resolved_sources(config, sources)
+        processes = int(os.environ.get("WORLD_SIZE", 1))  # (set by `accelerate launch`)
+        split = split_global_batch(resolved, processes)
+        sources.update({k: "global_batch" for k in ("batch_size", "grad_accum") if getattr(split, k) != getattr(resolved, k)})
+        if config.mixed_precision is None: sources["mixed_precision"] = "accelerate"; split.mixed_precision = accelerate_mixed_precision()
         width = max(map(len, sources))
-        print("\n".join(f"{k:<{width}}  {json.dumps(v)}  ({sources[k]})" for k, v in asdict(resolved).items()))
-        print(data_summary(resolved))
+        print("\n".join(f"{k:<{width}}  {json.dumps(v)}  ({sources[k]})" for k, v in asdict(split).items()))
+        text, n, captions = data_summary(split)
+        print(text); print(plan_summary(split, n, processes, warmup_given=config.warmup_steps is not None))
+        if captions: print(caption_examples(split, captions))
         return
     Trainer(config, command=_resume_command(argv), sources=sources).fit()  # returns nothing: a console script exits with 0
 
