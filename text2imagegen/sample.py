@@ -272,7 +272,7 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
 # %% ../nbs/03_sample.ipynb #2b2b985b
 def default_sampler(pipeline, # A pipeline: its `sample_defaults` and training schedule
                    ):
-    "A fresh copy of the sampler `generate` uses by default for `pipeline`: its `sample_defaults` scheduler (else `FALLBACK_DEFAULTS`')."
+    "A fresh copy of the sampler `generate` uses by default for `pipeline`: its `sample_defaults` scheduler, else `FALLBACK_DEFAULTS`'s."
     return make_sampler({**FALLBACK_DEFAULTS, **(pipeline.config.get("sample_defaults") or {})}["scheduler"], pipeline)
 
 def diffusers_class(sampler, # A scheduler, e.g. from `make_sampler`
