@@ -1,4 +1,4 @@
-"""`t2i-train`, `t2i-sample` and `t2i-eval` as console scripts: an error is one line, a stop is a summary.
+"""`t2i-train`, `t2i-sample`, `t2i-eval` and `t2i-export` as console scripts: an error is one line, a stop is a summary.
 
 Docs: https://text2imagegen.github.io/text2imagegen/cli.html.md"""
 
@@ -10,7 +10,7 @@ import contextlib, importlib, os, signal, sys, traceback, warnings
 
 # %% auto #0
 __all__ = ['DEBUG_ENV', 'USAGE_ERRORS', 'Stopped', 'signal_name', 'interrupt_signals', 'error_line', 'run_command',
-           'load_command', 'train_command', 'sample_command', 'eval_command']
+           'load_command', 'train_command', 'sample_command', 'eval_command', 'export_command']
 
 # %% ../nbs/06_cli.ipynb #7311684e
 DEBUG_ENV = "T2I_DEBUG"  # set to 1 to see the traceback of every error (as --debug does)
@@ -82,3 +82,7 @@ def sample_command():
 def eval_command():
     "The `t2i-eval` console script (`text2imagegen.evaluate.t2i_eval`)."
     _console("t2i-eval", "text2imagegen.evaluate", "t2i_eval")
+
+def export_command():
+    "The `t2i-export` console script (`text2imagegen.single_file.t2i_export`)."
+    _console("t2i-export", "text2imagegen.single_file", "t2i_export")

@@ -535,8 +535,8 @@ def choose_sample_defaults(pipeline, # a `Text2ImagePipeline`
 def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline folder
                          defaults:dict, # {"guidance_scale": float, "scheduler": name, "steps": int}
                         ) -> Path:
-    "Write `defaults` into the saved pipeline's `model_index.json` (atomically); returns that file."
-    from text2imagegen.sample import SCHEDULERS
+    "Write `defaults` into the saved pipeline's `model_index.json`, and their sampler as its scheduler (each file atomically); returns the index."
+    from text2imagegen.sample import SCHEDULERS, diffusers_class, make_sampler
     folder = Path(model_dir)
     if (folder/"model"/"model_index.json").is_file(): folder = folder/"model"
     path = folder/"model_index.json"
@@ -548,5 +548,9 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
         raise ValueError(f"steps must be at least 1 and guidance_scale at least 0, got {defaults}")
     index = json.loads(path.read_text())
     index["sample_defaults"] = dict(guidance_scale=float(defaults["guidance_scale"]), scheduler=defaults["scheduler"], steps=int(defaults["steps"]))
+    schedule = folder/"scheduler"/"scheduler_config.json"  # the folder holds the default sampler, on the same training schedule
+    sampler = diffusers_class(make_sampler(defaults["scheduler"], json.loads(schedule.read_text())))
+    write_text_atomically(schedule, sampler.to_json_string())
+    index["scheduler"] = ["diffusers", type(sampler).__name__]
     write_text_atomically(path, json.dumps(index, indent=2) + "\n")
     return path

@@ -9,8 +9,9 @@ __all__ = ['PICKLE_SUFFIXES', 'SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE
            'UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'LORA_WEIGHTS', 'PICKLED_LORA',
            'LORA_PARTS', 'pickle_refusal', 'require_safetensors', 'hub_cached', 'not_here', 'first_line', 'load_files',
            'minilm_path', 'TextEncoder', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler',
-           'Text2ImagePipeline', 'coordinate_channels', 'build_pipeline', 'load_pipeline', 'tiny_clip_tokenizer',
-           'tiny_sd_pipeline', 'lora_file', 'lora_parts', 'set_lora_weights', 'load_lora', 'unload_lora']
+           'Text2ImagePipeline', 'coordinate_channels', 'with_default_sampler', 'build_pipeline', 'is_sd_architecture',
+           'ignored_pickles', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline', 'lora_file', 'lora_parts',
+           'set_lora_weights', 'load_lora', 'unload_lora']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import contextlib, importlib.util, inspect, json, math, warnings
@@ -542,6 +543,13 @@ PIPELINE_PRESETS = {
 }
 
 # %% ../nbs/01_model.ipynb #2ccf091b
+def with_default_sampler(pipe:Text2ImagePipeline, # A pipeline whose scheduler holds its training schedule
+                        ) -> Text2ImagePipeline:
+    "`pipe`, its scheduler now the sampler it draws with by default, on the same schedule (`default_sampler` in 03_sample)."
+    from text2imagegen.sample import default_sampler  # 03_sample builds the samplers (and imports this module)
+    pipe.scheduler = default_sampler(pipe)
+    return pipe
+
 def _load_vae(vae):
     "A frozen AutoencoderKL from an instance, a folder / hub id (its `vae` subfolder if any), or None."
     if vae is None or isinstance(vae, AutoencoderKL): return vae
@@ -581,17 +589,19 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     scheduler_config = {**p["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {}),
                         **({"beta_schedule": beta_schedule} if beta_schedule else {})}
     eps = p["text_whitening"] if text_whitening is None else text_whitening
-    return Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**scheduler_config),
+    pipe = Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**scheduler_config),
                               text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer, vae=vae,
                               text_whitening=TextWhitening(text_encoder.dim, eps) if eps else None,
                               pixel_shuffle=r, coord_channels=coords, pooled_text=unet.config.class_embed_type == "projection",
                               sample_defaults=sample_defaults or p["sample_defaults"])
+    return with_default_sampler(pipe)
 
 # %% ../nbs/01_model.ipynb #d6a42321
 _SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None], "feature_extractor": [None, None],
               "requires_safety_checker": False}
 
-def _is_sd_architecture(pipe) -> bool:
+def is_sd_architecture(pipe:Text2ImagePipeline) -> bool:
+    "Is `pipe` shaped as Stable Diffusion is (VAE latents, no pixel shuffle, pooled text, coordinate channels or text whitening)?"
     return (pipe.vae is not None and pipe.text_whitening is None and pipe.config.pixel_shuffle == 1 and not pipe.config.pooled_text
             and not pipe.config.coord_channels)
 
@@ -600,20 +610,26 @@ def save_pretrained(self:Text2ImagePipeline,
                      save_directory:str|Path, # Folder to write (created if needed)
                      safe_serialization:bool=True, # Must be True: weights are written as safetensors only
                      **kwargs):
-    "Save in diffusers format with safetensors weights."
+    "Save in diffusers format with safetensors weights; the scheduler written is the model's default sampler, as a diffusers class."
     if not safe_serialization: raise ValueError("Text2ImagePipeline saves weights as safetensors only (safe_serialization=True)")
     backend = getattr(self.tokenizer, "backend_tokenizer", None)
     if backend is not None: backend.no_truncation(); backend.no_padding()  # not the last call's settings: the same model, the same files
-    DiffusionPipeline.save_pretrained(self, save_directory, safe_serialization=True, **kwargs)
-    if _is_sd_architecture(self):
+    from text2imagegen.sample import default_sampler, diffusers_class  # 03_sample builds the samplers (and imports this module)
+    own, self.scheduler = self.scheduler, diffusers_class(default_sampler(self))
+    try: DiffusionPipeline.save_pretrained(self, save_directory, safe_serialization=True, **kwargs)
+    finally: self.scheduler = own
+    if is_sd_architecture(self):
         index = Path(save_directory)/"model_index.json"
         entries = {k: v for k, v in json.loads(index.read_text()).items() if k != "text_whitening"}  # SD has no such component
         index.write_text(json.dumps({**entries, **_SD_EXTRAS}, indent=2, sort_keys=True) + "\n")
 
 # %% ../nbs/01_model.ipynb #c3f38563
-def _pipeline_folder(path_or_id) -> str:
-    "The folder or hub id to load for a run folder, pipeline folder or hub id."
+def _pipeline_folder(path_or_id, config=None) -> str:
+    "The folder or hub id whose configs describe a run folder, pipeline folder, hub id or single-file checkpoint (with its `config` folder)."
     p = Path(path_or_id).expanduser()
+    if p.is_file():
+        from text2imagegen.single_file import single_file_config  # 01a_single_file reads single files (and imports this module)
+        return str(single_file_config(config))
     if (p/"model"/"model_index.json").is_file(): return str(p/"model")
     if (p/"model_index.json").is_file(): return str(p)
     if p.exists(): raise FileNotFoundError(f"{str(p)!r} is neither a run folder (with model/model_index.json) nor a pipeline folder (with model_index.json)")
@@ -630,17 +646,30 @@ def _check_components(folder):
     for name in _WEIGHTED_COMPONENTS:
         if (index.get(name) or [None])[0] and (Path(folder)/name).is_dir(): require_safetensors(Path(folder)/name)
 
-def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder or hub id (e.g. SD15_MODEL)
+def ignored_pickles(folder, # A local model folder
+                   ) -> list:
+    "The pickle-based files in `folder` (relative paths): loading never opens them."
+    return sorted(str(f.relative_to(folder)) for f in Path(folder).rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES)
+
+def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder, hub id (e.g. SD15_MODEL) or single-file checkpoint (.safetensors)
                   lora:str|Path|list|None=None, # LoRA adapter(s) to apply: run folders, adapter folders or .safetensors files (see `load_lora`)
                   lora_scale:float|list=1.0, # Weight of each adapter (one number for all, or one per adapter)
-                  **kwargs,             # Passed to `Text2ImagePipeline.from_pretrained` (e.g. torch_dtype)
+                  config:str|Path|None=None, # Single file only: a diffusers folder of its architecture with configs and tokenizer/ (None: the bundled SD 1.5 configs)
+                  **kwargs,             # Passed to `Text2ImagePipeline.from_pretrained` or `from_single_file` (e.g. torch_dtype)
                  ) -> Text2ImagePipeline:
-    "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, a pipeline folder or a hub id; with `lora`, its adapters at `lora_scale`."
+    "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, pipeline folder, hub id or single file; with `lora`, its adapters at `lora_scale`."
     if kwargs.pop("use_safetensors", True) is not True: raise ValueError("load_pipeline reads safetensors weights only; use_safetensors must be True")
-    folder = _pipeline_folder(path_or_id)
-    if Path(folder).is_dir(): _check_components(folder)
-    pipe = load_files(folder, lambda: Text2ImagePipeline.from_pretrained(folder, use_safetensors=True, **kwargs), "a pipeline",
-                      "model_index.json", "a run folder or a pipeline folder (with model_index.json)")
+    if Path(path_or_id).expanduser().is_file():
+        from text2imagegen.single_file import load_single_file  # 01a_single_file reads single files (and imports this module)
+        pipe = load_single_file(path_or_id, config, **kwargs)
+    else:
+        if config is not None: raise ValueError(f"config applies to a single-file checkpoint; {str(path_or_id)!r} is not a file")
+        folder = _pipeline_folder(path_or_id)
+        if Path(folder).is_dir():
+            _check_components(folder)
+            if pickles := ignored_pickles(folder): print(f"{folder}: ignored {len(pickles)} pickle file(s), never opened: {', '.join(pickles)}")
+        pipe = load_files(folder, lambda: Text2ImagePipeline.from_pretrained(folder, use_safetensors=True, **kwargs), "a pipeline",
+                          "model_index.json", "a run folder or a pipeline folder (with model_index.json)")
     pipe.text_encoder.requires_grad_(False).eval()
     if pipe.vae is not None: pipe.vae.requires_grad_(False).eval()
     return pipe if lora is None else load_lora(pipe, lora, lora_scale)
@@ -687,6 +716,7 @@ def tiny_sd_pipeline(folder:str|Path|None=None, # Save the pipeline here if give
     pipe = Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**PIPELINE_PRESETS["sd15"]["scheduler"]),
                               text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                               sample_defaults=PIPELINE_PRESETS["sd15"]["sample_defaults"])
+    with_default_sampler(pipe)
     if folder is not None: pipe.save_pretrained(folder)
     return pipe
 

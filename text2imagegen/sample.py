@@ -7,10 +7,10 @@ Docs: https://text2imagegen.github.io/text2imagegen/sample.html.md"""
 # %% auto #0
 __all__ = ['SCHEDULERS', 'FALLBACK_DEFAULTS', 'PNG_FIELDS', 'SAMPLE_DTYPES', 'SAMPLES_MARKER', 'EulerAncestralScheduler',
            'make_sampler', 'image_seeds', 'image_generators', 'initial_noise', 'check_steps', 'check_params',
-           'Generated', 'sample_settings', 'generate_batches', 'generate', 'image_grid', 'png_info',
-           'write_bytes_atomically', 'save_figure', 'save_image', 'save_grid', 'load_params', 'sweep_figure', 'sweep',
-           'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 'sample_device', 'samples_folder', 'append_rows',
-           'command_line', 'close_progress_bars', 'console_command', 't2i_sample']
+           'Generated', 'sample_settings', 'generate_batches', 'generate', 'default_sampler', 'diffusers_class',
+           'image_grid', 'png_info', 'write_bytes_atomically', 'save_figure', 'save_image', 'save_grid', 'load_params',
+           'sweep_figure', 'sweep', 'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 'sample_device',
+           'samples_folder', 'append_rows', 'command_line', 'close_progress_bars', 'console_command', 't2i_sample']
 
 # %% ../nbs/03_sample.ipynb #61fc9ee3
 import errno, inspect, io, json, math, numbers, os, re, shlex, textwrap, time, warnings
@@ -269,6 +269,18 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
             results += batch; bar.update(len(batch))
     return results
 
+# %% ../nbs/03_sample.ipynb #2b2b985b
+def default_sampler(pipeline, # A pipeline: its `sample_defaults` and training schedule
+                   ):
+    "A fresh copy of the sampler `generate` uses by default for `pipeline`: its `sample_defaults` scheduler, else `FALLBACK_DEFAULTS`'s."
+    return make_sampler({**FALLBACK_DEFAULTS, **(pipeline.config.get("sample_defaults") or {})}["scheduler"], pipeline)
+
+def diffusers_class(sampler, # A scheduler, e.g. from `make_sampler`
+                   ):
+    "`sampler` as the diffusers class it derives from, the one a saved model folder names so that diffusers alone can load it."
+    cls = next(c for c in type(sampler).__mro__ if c.__module__.startswith("diffusers."))
+    return sampler if cls is type(sampler) else cls.from_config(sampler.config)
+
 # %% ../nbs/03_sample.ipynb #e4a51a27
 def image_grid(images:list,    # PIL images
                captions=None,  # One caption per image (wrapped under it), or None
@@ -524,7 +536,8 @@ def _kept(out:Path, written:list, rows:int, grids:list) -> str:
 @console_command
 def t2i_sample(
     *prompts:str,               # Prompts to draw (one image each, times `--n`)
-    model:str="runs/default",   # Run folder, pipeline folder or hub id
+    model:str="runs/default",   # Run folder, pipeline folder, hub id or single-file checkpoint (.safetensors)
+    config_folder:str=None,     # For a single-file model: a diffusers folder of its architecture with configs and tokenizer/ (default: the bundled SD 1.5 configs)
     prompt_file:str=None,       # UTF-8 text file with one prompt per line (added after the prompts given)
     n:int=1,                    # Images per prompt
     negative_prompt:str=None,   # Negative prompt (default: the empty prompt)
@@ -561,7 +574,8 @@ def t2i_sample(
     samples_folder(out)  # refuses a folder it may not write, before anything is loaded
     written, rows, grids = [], 0, []
     try:
-        pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales, dtype=SAMPLE_DTYPES[dtype])
+        pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales, config=config_folder,
+                                 dtype=SAMPLE_DTYPES[dtype])
         pipeline.to(on)
         sample_settings(pipeline, todo, negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height, width)  # every value checked
         if compile: pipeline.unet.compile()  # compiled at the first batch, again for a last batch of another size

@@ -79,7 +79,8 @@ DEFAULT_VAL_PROMPTS = ["a large red circle on the left", "a small blue square at
 @dataclass
 class TrainConfig:
     "Everything a training run needs; saved as `config.json` in the run folder."
-    preset:str="tiny" # UNet preset `tiny` or `sd15`, or a pipeline folder / hub id to fine-tune
+    preset:str="tiny" # UNet preset `tiny` or `sd15`, or a pipeline folder / hub id / single-file checkpoint (.safetensors) to fine-tune
+    config_folder:str|None=None # for a single-file preset: a diffusers folder of its architecture with configs and tokenizer/ (None: the bundled SD 1.5 configs)
     text_encoder:str|None=None # text encoder folder or hub id (None: the preset's default)
     unet:dict=field(default_factory=dict) # UNet2DConditionModel overrides for a preset, e.g. {"layers_per_block": 2}
     text_whitening:float|None=None # eigenvalue floor of the token-state whitening fitted to the training captions (None: the preset's, 0.1 for tiny, none for sd15; 0: none)
@@ -196,6 +197,8 @@ def check_config(self:TrainConfig):
                          f"default number of steps; preset {self.preset!r})")
     if self.max_minutes is not None and self.max_minutes < 0: raise ValueError(f"max_minutes must be 0 or None (no cap) or positive, got {self.max_minutes}")
     if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes it: give one of them")
+    if self.config_folder is not None and not Path(self.preset).expanduser().is_file():
+        raise ValueError(f"config_folder applies to a single-file preset (a .safetensors checkpoint); preset {self.preset!r} is not a file")
     check_sample_settings(self)
     check_lora(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
@@ -225,16 +228,16 @@ def preset_kind(preset:str) -> str:
     "The row of PRESET_TRAIN_DEFAULTS for `preset`: `tiny`, `sd15`, or `loaded` (a pipeline folder, run folder or hub id)."
     return preset if preset in ("tiny", "sd15") else "loaded"
 
-def model_prediction_type(preset:str) -> str|None:
+def model_prediction_type(preset:str, config_folder:str|None=None) -> str|None:
     "What the model of `preset` was trained to predict (a preset's, or a saved scheduler's; None when it cannot be read offline)."
     if preset in PIPELINE_PRESETS: return PIPELINE_PRESETS[preset]["scheduler"]["prediction_type"]
-    try: return DDPMScheduler.load_config(_pipeline_folder(preset), subfolder="scheduler").get("prediction_type", "epsilon")
+    try: return DDPMScheduler.load_config(_pipeline_folder(preset, config_folder), subfolder="scheduler").get("prediction_type", "epsilon")
     except (OSError, ValueError): return None
 
-def model_resolution(preset:str) -> int|None:
+def model_resolution(preset:str, config_folder:str|None=None) -> int|None:
     "The image side a saved model was made for (its UNet's sample size times its VAE's or pixel shuffle's factor); None when it cannot be read offline."
     try:
-        folder = _pipeline_folder(preset)
+        folder = _pipeline_folder(preset, config_folder)
         local = dict(local_files_only=True)  # a folder, or a hub id already in the cache: never a download
         index, unet = DiffusionPipeline.load_config(folder, **local), UNet2DConditionModel.load_config(folder, subfolder="unet", **local)
         vae = AutoencoderKL.load_config(folder, subfolder="vae", **local) if (index.get("vae") or [None])[0] else None
@@ -247,8 +250,9 @@ def resolve_defaults(config:TrainConfig) -> TrainConfig:
     defaults = {**PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)], **(LORA_TRAIN_DEFAULTS if config.lora_rank else {})}
     fill = {k: v for k, v in defaults.items() if getattr(config, k) is None
             and not (k == "max_steps" and config.epochs)}  # epochs given: they define the run
-    if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset)
-    if "resolution" in fill and preset_kind(config.preset) == "loaded": fill["resolution"] = model_resolution(config.preset) or fill["resolution"]
+    if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset, config.config_folder)
+    if "resolution" in fill and preset_kind(config.preset) == "loaded":
+        fill["resolution"] = model_resolution(config.preset, config.config_folder) or fill["resolution"]
     return replace(config, **fill) if fill else config
 
 
@@ -314,7 +318,7 @@ def make_pipeline(config:TrainConfig, # the run's config (preset, text_encoder, 
     if config.unet: raise ValueError(f"unet overrides apply to the presets 'tiny' and 'sd15', not to a loaded pipeline ({config.preset})")
     if config.text_whitening is not None:
         raise ValueError(f"text_whitening applies to the presets 'tiny' and 'sd15'; a loaded pipeline ({config.preset}) keeps the one it was trained with")
-    pipe = load_pipeline(config.preset)
+    pipe = load_pipeline(config.preset, config=config.config_folder)
     own = pipe.scheduler.config.get("prediction_type")
     if config.prediction_type not in (None, own):
         warnings.warn(f"{config.preset} was trained to predict {own!r}; fine-tuning it on {config.prediction_type!r} starts from weights "
