@@ -48,13 +48,13 @@ def sampling_rows(model:Path, # a saved pipeline folder
                  ) -> list:
     "Seconds per batch of `generate`, of `StableDiffusionPipeline` on the same components (SD architecture), and of the UNet alone."
     from diffusers import StableDiffusionPipeline
-    from text2imagegen.model import _is_sd_architecture, load_pipeline
+    from text2imagegen.model import is_sd_architecture, load_pipeline
     from text2imagegen.sample import generate, make_sampler
     pipe = load_pipeline(model, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     ways = {"generate (project)": lambda b, n: generate(pipe, prompts[:b], steps=n, guidance_scale=7.5, scheduler="dpm++2m", seed=0,
                                                        batch_size=b, height=resolution, width=resolution, progress=False)}
-    if _is_sd_architecture(pipe):
+    if is_sd_architecture(pipe):
         sd = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
                                      scheduler=make_sampler("dpm++2m", pipe), safety_checker=None, feature_extractor=None,
                                      requires_safety_checker=False).to(device)
