@@ -312,7 +312,7 @@ def job(*tests):
 @pytest.fixture(scope="module")
 def results(base, request, tmp_path_factory) -> dict:
     "Run the jobs the selected tests need, two at a time; {job name: future}."
-    selected = {item.name for item in request.session.items}
+    selected = {item.name for item in request.node.listchain()[0].items}
     todo = {name: fn for name, (fn, tests) in JOBS.items() if tests & selected}
     dirs = {name: tmp_path_factory.mktemp(re.sub(r"\W+", "_", name)[:40]) for name in todo}
     ex = ThreadPoolExecutor(max(1, WORKERS))
