@@ -8,10 +8,10 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 __all__ = ['PICKLE_SUFFIXES', 'SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER',
            'UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'LORA_WEIGHTS', 'PICKLED_LORA',
            'LORA_PARTS', 'pickle_refusal', 'require_safetensors', 'hub_cached', 'not_here', 'first_line', 'load_files',
-           'minilm_path', 'TextEncoder', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler',
+           'minilm_path', 'TextEncoder', 'warn_truncation', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler',
            'Text2ImagePipeline', 'coordinate_channels', 'with_default_sampler', 'build_pipeline', 'is_sd_architecture',
-           'ignored_pickles', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline', 'lora_file', 'lora_parts',
-           'set_lora_weights', 'load_lora', 'unload_lora']
+           'pipeline_folder', 'ignored_pickles', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline',
+           'lora_file', 'lora_parts', 'set_lora_weights', 'load_lora', 'unload_lora']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import contextlib, importlib.util, inspect, json, math, warnings
@@ -183,7 +183,7 @@ class TextEncoder:
     def __repr__(self): return f"TextEncoder({self.model.config.model_type}, dim={self.dim}, max_length={self.max_length})"
 
 # %% ../nbs/01_model.ipynb #90613782
-def _warn_truncation(tokenizer, prompts, max_length):
+def warn_truncation(tokenizer, prompts, max_length):
     "Warn once if any prompt is longer than `max_length` tokens, saying how many tokens are dropped."
     lengths = [len(ids) for ids in tokenizer(prompts, truncation=False, verbose=False).input_ids]
     dropped = [max(0, n - max_length) for n in lengths]
@@ -207,7 +207,7 @@ def encode_pooled(self:TextEncoder,
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     bad = next((p for p in prompts if not is_text(p)), None)
     if bad is not None or not prompts: raise ValueError(f"prompts must be a str or a non-empty list of str of valid Unicode text (no lone surrogates); got {bad!r:.80}")
-    _warn_truncation(self.tokenizer, prompts, self.max_length)
+    warn_truncation(self.tokenizer, prompts, self.max_length)
     tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
     device = self.model.device
     ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
@@ -624,7 +624,7 @@ def save_pretrained(self:Text2ImagePipeline,
         index.write_text(json.dumps({**entries, **_SD_EXTRAS}, indent=2, sort_keys=True) + "\n")
 
 # %% ../nbs/01_model.ipynb #c3f38563
-def _pipeline_folder(path_or_id, config=None) -> str:
+def pipeline_folder(path_or_id, config=None) -> str:
     "The folder or hub id whose configs describe a run folder, pipeline folder, hub id or single-file checkpoint (with its `config` folder)."
     p = Path(path_or_id).expanduser()
     if p.is_file():
@@ -664,7 +664,7 @@ def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder, hub id (e.
         pipe = load_single_file(path_or_id, config, **kwargs)
     else:
         if config is not None: raise ValueError(f"config applies to a single-file checkpoint; {str(path_or_id)!r} is not a file")
-        folder = _pipeline_folder(path_or_id)
+        folder = pipeline_folder(path_or_id)
         if Path(folder).is_dir():
             _check_components(folder)
             if pickles := ignored_pickles(folder): print(f"{folder}: ignored {len(pickles)} pickle file(s), never opened: {', '.join(pickles)}")

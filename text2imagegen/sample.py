@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .cli import Stopped, signal_name
 from .data import tensor_to_pil
-from .model import _warn_truncation, is_text, load_pipeline
+from .model import warn_truncation, is_text, load_pipeline
 from .run_folder import DiskFull, write_file_atomically
 
 # %% ../nbs/03_sample.ipynb #89b93c29
@@ -170,7 +170,7 @@ class Generated:
     def _repr_png_(self): return self.image._repr_png_()
 
 # %% ../nbs/03_sample.ipynb #8192af15
-_TRUNCATED = r"\d+ of \d+ prompt\(s\) exceed the text encoder's"  # the start of `_warn_truncation`'s message
+_TRUNCATED = r"\d+ of \d+ prompt\(s\) exceed the text encoder's"  # the start of `warn_truncation`'s message
 
 def _non_finite(pipeline, seeds, scheduler, steps, guidance_scale) -> str:
     "Why a batch came out non-finite, and what helps."
@@ -224,7 +224,7 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
     negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * n
     if guidance_scale == 0: conditions, unconditions, guidance = negatives, None, 1.0  # the unconditional prediction alone
     else: conditions, unconditions, guidance = prompts, negatives, float(guidance_scale)
-    _warn_truncation(pipeline.tokenizer, conditions + (unconditions or []), pipeline.tokenizer.model_max_length)  # once, not per batch
+    warn_truncation(pipeline.tokenizer, conditions + (unconditions or []), pipeline.tokenizer.model_max_length)  # once, not per batch
     model = str(getattr(pipeline, "name_or_path", None) or "unsaved")
     adapters = getattr(pipeline, "lora_adapters", None) or []  # LoRA adapters in use (see `load_lora`)
     lora = dict(lora=[a["path"] for a in adapters], lora_scale=[a["scale"] for a in adapters]) if adapters else {}
