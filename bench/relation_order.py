@@ -5,7 +5,7 @@
 
 "a blue square above a yellow triangle" passes only when the judge sees two objects on the asked axis (vertical here),
 each with its asked colour, shape and size, in the asked order (the blue square first from the top). This splits the
-relation prompts of the adherence benchmark (the same prompts and seeds as `04_evaluate`) into those steps:
+relation prompts of the adherence benchmark (the same prompts and seeds as `04a_judge`) into those steps:
 two objects, axis right, both objects' attributes right (in either order), and the order right where the rest is. An
 order rate near 0.5 means the model draws the right two objects on the right axis but does not know which goes first.
 It also draws the left/right prompts again with "left" and "right" exchanged, with the same seeds, and compares the

@@ -6,11 +6,13 @@ Docs: https://text2imagegen.github.io/text2imagegen/cli.html.md"""
 
 # %% ../nbs/06_cli.ipynb #e550cd35
 from __future__ import annotations
-import contextlib, importlib, os, signal, sys, traceback, warnings
+import contextlib, importlib, inspect, os, shlex, signal, sys, traceback, warnings
+from functools import wraps
 
 # %% auto #0
 __all__ = ['DEBUG_ENV', 'USAGE_ERRORS', 'Stopped', 'signal_name', 'interrupt_signals', 'error_line', 'run_command',
-           'load_command', 'train_command', 'sample_command', 'eval_command', 'export_command']
+           'load_command', 'train_command', 'sample_command', 'eval_command', 'export_command', 'command_line',
+           'close_progress_bars', 'console_command']
 
 # %% ../nbs/06_cli.ipynb #7311684e
 DEBUG_ENV = "T2I_DEBUG"  # set to 1 to see the traceback of every error (as --debug does)
@@ -86,3 +88,35 @@ def eval_command():
 def export_command():
     "The `t2i-export` console script (`text2imagegen.single_file.t2i_export`)."
     _console("t2i-export", "text2imagegen.single_file", "t2i_export")
+
+# %% ../nbs/06_cli.ipynb #6e90dba8
+def command_line(name:str, # the console script, e.g. "t2i-sample"
+                 func, # its function (a `console_command`)
+                 values:dict, # the values it was called with (e.g. its `locals()` on entry)
+                ) -> str:
+    "The shell command that runs `func` with `values`: each option not at its default, then the positional values."
+    from fastcore.script import store_true  # fastcore and tqdm load when a command uses them: this module stays light (see `load_command`)
+    options, positional = [], []
+    for p in inspect.signature(func, eval_str=True).parameters.values():  # annotations as objects, even under `from __future__ import annotations`
+        value = values.get(p.name, p.default)
+        if p.kind is p.VAR_POSITIONAL: positional += [str(v) for v in value]
+        elif p.default is p.empty: positional.append(str(value))
+        elif value is not None and value != p.default:
+            options += [f"--{p.name.replace('_', '-')}"] + ([] if p.annotation is store_true else [str(value)])
+    return shlex.join([name, *options, *(["--"] if any(v.startswith("-") for v in positional) else []), *positional])
+
+def close_progress_bars():
+    "Close the progress bars a stop left open (tqdm's own list of them), so what is printed next starts a line of its own."
+    from tqdm import tqdm  # every tqdm bar (tqdm.auto's too) is in the base class's list
+    for bar in list(getattr(tqdm, "_instances", ())): bar.close()
+
+def console_command(func):
+    "`call_parse`, and called with no arguments, as a console script calls it (`text2imagegen.cli`), the command reads them from `sys.argv`."
+    from fastcore.script import call_parse, parse_cli
+    command = call_parse(func)
+    @wraps(func)
+    def run(*args, **kwargs):
+        if args or kwargs: return command(*args, **kwargs)
+        pargs, kwargs, _ = parse_cli(func)
+        return func(*pargs, **kwargs)
+    return run

@@ -1,4 +1,4 @@
-"""The Shapes judge, the adherence benchmark, FID / KID / IS / CLIP score / precision-recall, validation loss, evaluation on held-out real images, and `t2i-eval`.
+"""`evaluate_run` and `t2i-eval`: a run evaluated on its own data, with its reports and the numbers the README shows.
 
 Docs: https://text2imagegen.github.io/text2imagegen/evaluate.html.md"""
 
@@ -14,14 +14,15 @@ from pathlib import Path
 import torch.nn as nn
 from fastcore.script import store_true
 
-from .cli import Stopped, signal_name
+from .cli import Stopped, close_progress_bars, command_line, console_command, signal_name
 from .data import ShapesWorld
-from .model import require_safetensors
+from .model import load_pipeline, require_safetensors
 from .judge import (ShapesJudge, load_judge, read_judge, ceiling_line, adherence_benchmark, write_adherence_report,
                                  choose_sample_defaults, save_sample_defaults)
 from .metrics import (distribution_metrics, shapes_validation_loss, background_speckle, real_vs_generated,
                                    real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, local_clip, FEATURES)
-from .sample import close_progress_bars, command_line, console_command, sample_settings, save_figure, write_bytes_atomically
+from .run_folder import save_figure, write_bytes_atomically
+from .sample import generate, sample_settings
 
 # %% ../nbs/04_evaluate.ipynb #d55c14ab
 EVAL_KINDS = ("adherence", "distribution", "all")
@@ -90,7 +91,6 @@ def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feat
                      judge, seed, progress, **generate_kwargs):
     "Rows, notes and paths of the Shapes evaluation (adherence and/or distribution)."
     import matplotlib.pyplot as plt
-    from text2imagegen.sample import generate
     judge = read_judge(judge) if isinstance(judge, (str, Path)) else judge or load_judge(progress=progress)
     rows, paths = [], {}
     if kind in ("adherence", "all"):
@@ -155,7 +155,6 @@ def evaluate_run(model, # run folder, pipeline folder, hub id, or a loaded pipel
                  **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
                 ) -> dict:
     "Evaluate a model on its data; write reports and figures to `out`; return {'summary': rows, 'table', 'notes', 'paths'}."
-    from text2imagegen.model import load_pipeline
     check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge, seed)
     out = _eval_folder(out, model)
     source, name = eval_data(model, data), str(model) if isinstance(model, (str, Path)) else "pipeline"
@@ -213,7 +212,6 @@ def t2i_eval(
     before = _files(where)
     try:
         if choose_defaults:
-            from text2imagegen.model import load_pipeline
             best, tried = choose_sample_defaults(load_pipeline(model), judge=read_judge(judge) if judge else None)
             for r in tried: print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
             print(f"sample defaults {best} saved to {save_sample_defaults(model, best)}")

@@ -6,7 +6,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/run_folder.html.md"""
 
 # %% ../nbs/02c_run_folder.ipynb #5fdd7987
 from __future__ import annotations
-import contextlib, csv, errno, hashlib, json, os, re, shutil, socket, time, uuid, warnings
+import contextlib, csv, errno, hashlib, io, json, os, re, shutil, socket, time, uuid, warnings
 from pathlib import Path
 
 import numpy as np, torch
@@ -16,12 +16,12 @@ from safetensors.torch import save_file, load_file
 
 # %% auto #0
 __all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name', 'follow_umask', 'free_space', 'DiskFull',
-           'write_file_atomically', 'write_text_atomically', 'split_tensors', 'join_tensors', 'recover_folder',
-           'write_atomically', 'file_sha256', 'write_checksums', 'checkpoint_problems', 'checkpoint_step',
-           'checkpoints', 'latest_checkpoint', 'intact_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'checkpoint_json', 'read_log', 'log_line', 'start_log', 'append_log', 'plot_loss_curve', 'pid_running',
-           'RunLock', 'recover_run', 'mark_run_folder', 'is_run_folder', 'check_output_dir', 'clear_run_folder',
-           'resume_checkpoint']
+           'write_file_atomically', 'write_text_atomically', 'write_bytes_atomically', 'save_figure', 'split_tensors',
+           'join_tensors', 'recover_folder', 'write_atomically', 'file_sha256', 'write_checksums',
+           'checkpoint_problems', 'checkpoint_step', 'checkpoints', 'latest_checkpoint', 'intact_checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'checkpoint_json', 'read_log', 'log_line', 'start_log', 'append_log',
+           'plot_loss_curve', 'pid_running', 'RunLock', 'recover_run', 'mark_run_folder', 'is_run_folder',
+           'check_output_dir', 'clear_run_folder', 'resume_checkpoint']
 
 # %% ../nbs/02c_run_folder.ipynb #0bded066
 def temp_name(path:Path, kind:str="tmp") -> Path:
@@ -91,6 +91,20 @@ def write_file_atomically(path:Path, # the file to (re)place
 def write_text_atomically(path:Path, text:str) -> Path:
     "Write a small text file atomically (`write_file_atomically`)."
     return write_file_atomically(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+def write_bytes_atomically(path, # the file to (re)place
+                           data:bytes, # its contents
+                          ) -> Path:
+    "Write `data` to `path` atomically (`write_file_atomically`): the old file or the whole new one, and on a full disk a `DiskFull` saying how much was needed where."
+    return write_file_atomically(path, lambda p: Path(p).write_bytes(data), needed=len(data))
+
+def save_figure(fig, # a matplotlib figure
+                path, # where to write the PNG
+                dpi:int=90, # resolution
+               ) -> Path:
+    "Save `fig` as a PNG atomically (`write_bytes_atomically`)."
+    buffer = io.BytesIO(); fig.savefig(buffer, format="png", dpi=dpi)
+    return write_bytes_atomically(path, buffer.getvalue())
 
 # %% ../nbs/02c_run_folder.ipynb #4b5adbb4
 def split_tensors(obj, # nested dicts/lists/tuples of tensors and plain values

@@ -8,14 +8,13 @@ Docs: https://text2imagegen.github.io/text2imagegen/sample.html.md"""
 __all__ = ['SCHEDULERS', 'FALLBACK_DEFAULTS', 'PNG_FIELDS', 'SAMPLE_DTYPES', 'SAMPLES_MARKER', 'EulerAncestralScheduler',
            'make_sampler', 'image_seeds', 'image_generators', 'initial_noise', 'check_steps', 'check_params',
            'Generated', 'sample_settings', 'generate_batches', 'generate', 'default_sampler', 'diffusers_class',
-           'image_grid', 'png_info', 'write_bytes_atomically', 'save_figure', 'save_image', 'save_grid', 'load_params',
-           'sweep_figure', 'sweep', 'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 'sample_device',
-           'samples_folder', 'append_rows', 'command_line', 'close_progress_bars', 'console_command', 't2i_sample']
+           'image_grid', 'png_info', 'save_image', 'save_grid', 'load_params', 'sweep_figure', 'sweep',
+           'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 'sample_device', 'samples_folder', 'append_rows',
+           't2i_sample']
 
 # %% ../nbs/03_sample.ipynb #61fc9ee3
-import errno, inspect, io, json, math, numbers, os, re, shlex, textwrap, time, warnings
+import errno, io, json, math, numbers, os, re, textwrap, time, warnings
 from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,16 +23,16 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 from fastcore.meta import delegates
-from fastcore.script import call_parse, parse_cli, store_true
+from fastcore.script import store_true
 from tqdm.auto import tqdm
 import diffusers
 from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .cli import Stopped, signal_name
+from .cli import Stopped, close_progress_bars, command_line, console_command, signal_name
 from .data import tensor_to_pil
 from .model import warn_truncation, is_text, load_pipeline
-from .run_folder import DiskFull, write_file_atomically
+from .run_folder import DiskFull, write_bytes_atomically
 
 # %% ../nbs/03_sample.ipynb #89b93c29
 class EulerAncestralScheduler(diffusers.EulerAncestralDiscreteScheduler):
@@ -319,20 +318,6 @@ def png_info(params, # A dict for one image or a list of dicts (one per cell) fo
     info.add_text("parameters", json.dumps(params))
     return info
 
-def write_bytes_atomically(path, # the file to (re)place
-                           data:bytes, # its contents
-                          ) -> Path:
-    "Write `data` to `path` atomically (`write_file_atomically`): the old file or the whole new one, and on a full disk a `DiskFull` saying how much was needed where."
-    return write_file_atomically(path, lambda p: Path(p).write_bytes(data), needed=len(data))
-
-def save_figure(fig, # a matplotlib figure
-                path, # where to write the PNG
-                dpi:int=90, # resolution
-               ) -> Path:
-    "Save `fig` as a PNG atomically (`write_bytes_atomically`)."
-    buffer = io.BytesIO(); fig.savefig(buffer, format="png", dpi=dpi)
-    return write_bytes_atomically(path, buffer.getvalue())
-
 def _save_png(image, path, params) -> Path:
     "Write `image` with `params` to `path` atomically: a complete PNG or none (never a truncated one), the old file kept on failure."
     buffer = io.BytesIO(); image.save(buffer, format="png", pnginfo=png_info(params))
@@ -496,35 +481,6 @@ def _open_samples_folder(out:Path):
     params = out / "params.jsonl"
     if params.is_file() and params.stat().st_size and not params.read_bytes().endswith(b"\n"):
         os.truncate(params, params.read_bytes().rfind(b"\n") + 1)
-
-# %% ../nbs/03_sample.ipynb #72412cd0
-def command_line(name:str, # the console script, e.g. "t2i-sample"
-                 func, # its function (a `console_command`)
-                 values:dict, # the values it was called with (e.g. its `locals()` on entry)
-                ) -> str:
-    "The shell command that runs `func` with `values`: each option not at its default, then the positional values."
-    options, positional = [], []
-    for p in inspect.signature(func).parameters.values():
-        value = values.get(p.name, p.default)
-        if p.kind is p.VAR_POSITIONAL: positional += [str(v) for v in value]
-        elif p.default is p.empty: positional.append(str(value))
-        elif value is not None and value != p.default:
-            options += [f"--{p.name.replace('_', '-')}"] + ([] if p.annotation is store_true else [str(value)])
-    return shlex.join([name, *options, *(["--"] if any(v.startswith("-") for v in positional) else []), *positional])
-
-def close_progress_bars():
-    "Close the progress bars a stop left open (tqdm's own list of them), so what is printed next starts a line of its own."
-    for bar in list(getattr(tqdm, "_instances", ())): bar.close()
-
-def console_command(func):
-    "`call_parse`, and called with no arguments, as a console script calls it (`text2imagegen.cli`), the command reads them from `sys.argv`."
-    command = call_parse(func)
-    @wraps(func)
-    def run(*args, **kwargs):
-        if args or kwargs: return command(*args, **kwargs)
-        pargs, kwargs, _ = parse_cli(func)
-        return func(*pargs, **kwargs)
-    return run
 
 # %% ../nbs/03_sample.ipynb #9674c24c
 def _kept(out:Path, written:list, rows:int, grids:list) -> str:
