@@ -35,7 +35,7 @@ def sd15_architecture():
     "A random-weight pipeline with SD 1.5's UNet, CLIP ViT-L/14 text encoder and VAE configs (a small byte-level tokenizer)."
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
-    from text2imagegen.model import PIPELINE_PRESETS, Text2ImagePipeline, make_scheduler, make_unet, tiny_clip_tokenizer
+    from text2imagegen.model import PIPELINE_PRESETS, Text2ImagePipeline, make_noise_scheduler, make_unet, tiny_clip_tokenizer
     tok = tiny_clip_tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                         num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
@@ -44,7 +44,7 @@ def sd15_architecture():
                         block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32,
                         sample_size=512, scaling_factor=0.18215)
     preset = PIPELINE_PRESETS["sd15"]
-    return Text2ImagePipeline(unet=make_unet("sd15"), scheduler=make_scheduler(**preset["scheduler"]), text_encoder=text,
+    return Text2ImagePipeline(unet=make_unet("sd15"), scheduler=make_noise_scheduler(**preset["scheduler"]), text_encoder=text,
                               tokenizer=tok, vae=vae, sample_defaults=preset["sample_defaults"])
 
 

@@ -112,7 +112,7 @@ def speed_test(names:list, threads:int, seconds:float=20, rounds:int=3) -> dict:
         bs = r.get("config", {}).get("batch_size", T.PRESET_TRAIN_DEFAULTS["tiny"]["batch_size"])
         opt = torch.optim.AdamW(pipe.unet.parameters(), 1e-4)
         models[n] = (pipe, opt, bs, [0, 0.0])
-    sched = T.noise_scheduler(next(iter(models.values()))[0])
+    sched = T.training_noise_scheduler(next(iter(models.values()))[0])
     g = torch.Generator().manual_seed(0)
     for _ in range(rounds):
         for n, (pipe, opt, bs, acc) in models.items():

@@ -20,19 +20,19 @@ from text2imagegen.judge import adherence_prompts, benchmark_seeds
 from text2imagegen.metrics import background_speckle
 from text2imagegen.model import load_pipeline
 
-_dpm_class, _dpm_kwargs = S.SCHEDULERS["dpm++2m"]
-S.SCHEDULERS["dpm++2m_thresholding"] = (_dpm_class, {**_dpm_kwargs, "thresholding": True})  # the default sampler, x0 clipped
+_dpm_class, _dpm_kwargs = S.SAMPLERS["dpm++2m"]
+S.SAMPLERS["dpm++2m_thresholding"] = (_dpm_class, {**_dpm_kwargs, "thresholding": True})  # the default sampler, x0 clipped
 
 SETTINGS = "dpm++2m:20:3,dpm++2m:20:1,dpm++2m:20:2,dpm++2m:20:5,dpm++2m:50:3,euler_a:30:3,dpm++2m_thresholding:20:3"
 
 
 def parse_settings(text:str) -> list:
-    "'sampler:steps:guidance,...' as (sampler, steps, guidance) tuples, each sampler checked against `SCHEDULERS`."
+    "'sampler:steps:guidance,...' as (sampler, steps, guidance) tuples, each sampler checked against `SAMPLERS`."
     out = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         parts = item.split(":")
-        if len(parts) != 3 or parts[0] not in S.SCHEDULERS:
-            raise ValueError(f"setting {item!r}: give sampler:steps:guidance with a sampler in {', '.join(S.SCHEDULERS)}")
+        if len(parts) != 3 or parts[0] not in S.SAMPLERS:
+            raise ValueError(f"setting {item!r}: give sampler:steps:guidance with a sampler in {', '.join(S.SAMPLERS)}")
         out.append((parts[0], int(parts[1]), float(parts[2])))
     return out
 

@@ -103,10 +103,10 @@ def reference_row(model:Path, data:Path, resolution:int, batch:int, device, warm
             hidden, pooled = pipe.encode_prompt(captions)  # tokenize and encode, every step
             x0 = pipe.to_model_space(pixels, sample=True, generator=g).float()  # VAE-encode (or pixel-unshuffle), every step
         noise = torch.randn(x0.shape, generator=g, device=device)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=g, device=device)
+        t = torch.randint(0, training_noise_scheduler.config.num_train_timesteps, (batch,), generator=g, device=device)
         with acc.autocast():
             pred = pipe.predict(noise_scheduler.add_noise(x0, noise, t), t, hidden.to(device), None if pooled is None else pooled.to(device), unet=unet)
-        loss = F.mse_loss(pred.float(), training_target(noise_scheduler, x0, noise, t).float())
+        loss = F.mse_loss(pred.float(), training_target(training_noise_scheduler, x0, noise, t).float())
         acc.backward(loss); acc.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
 
@@ -122,7 +122,7 @@ def small_sd_pipeline():
     "An SD-architecture pipeline (CLIP text encoder, VAE, latent UNet) between the toy and the real size, random weights."
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-    from text2imagegen.model import PIPELINE_PRESETS, Text2ImagePipeline, make_scheduler, tiny_clip_tokenizer
+    from text2imagegen.model import PIPELINE_PRESETS, Text2ImagePipeline, make_noise_scheduler, tiny_clip_tokenizer
     tok = tiny_clip_tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
@@ -133,7 +133,7 @@ def small_sd_pipeline():
                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=32)
     preset = PIPELINE_PRESETS["sd15"]
-    return Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**preset["scheduler"]), text_encoder=text, tokenizer=tok,
+    return Text2ImagePipeline(unet=unet, scheduler=make_noise_scheduler(**preset["scheduler"]), text_encoder=text, tokenizer=tok,
                               vae=vae, sample_defaults=preset["sample_defaults"])
 
 

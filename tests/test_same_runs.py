@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from text2imagegen.train_config import current_names
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "e4a0631"  # the last commit before the training code was split into train_config, train_data, loss and lora
 ARGS = ["--shapes-pool", "32", "--val-size", "4", "--batch-size", "4", "--max-steps", "6", "--warmup-steps", "2",
@@ -47,7 +49,9 @@ def weights(run:Path) -> dict:
 def pixels(run:Path) -> dict: return {p.name: np.asarray(Image.open(p)) for p in sorted((run/"samples").glob("*.png"))}
 
 def config(run:Path) -> dict:
-    return {k: v for k, v in json.loads((run/"config.json").read_text()).items() if k not in ("output_dir", "cache_dir")}
+    "The run's config.json (older field names read as today's), less its two folders."
+    saved = current_names(json.loads((run/"config.json").read_text()))
+    return {k: v for k, v in saved.items() if k not in ("output_dir", "cache_dir")}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ __all__ = ['PALETTE', 'SHAPES', 'SIZES', 'POSITIONS', 'RELATIONS', 'SCENE_KINDS'
            'MAX_CAPTION_CHARS', 'IMAGE_SUFFIXES', 'describe', 'caption_for', 'render_with_boxes', 'render',
            'ShapesWorld', 'show_samples', 'to_rgb', 'pil_to_tensor', 'tensor_to_pil', 'ImageTransform', 'image_size',
            'pick_caption', 'drop_captions', 'check_templates', 'styled_caption', 'image_problem', 'subset_indices',
-           'load_captioned', 'split_by_image', 'train_val_split', 'tuxpaint_imagefolder', 'cache_dir']
+           'load_captioned', 'split_by_image', 'train_val_split', 'tuxpaint_imagefolder', 'default_cache_dir']
 
 # %% ../nbs/00_data.ipynb #4a62b046
 PALETTE = {  # exact RGB of every colour word
@@ -876,6 +876,6 @@ def tuxpaint_imagefolder(dest, # folder to write: `images/*.png` and `metadata.j
     return len(rows)
 
 # %% ../nbs/00_data.ipynb #7c1e2a94
-def cache_dir() -> Path:
+def default_cache_dir() -> Path:
     "Where text2imagegen caches things: $T2I_CACHE, else ~/.cache/text2imagegen."
     return Path(os.environ.get("T2I_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "text2imagegen")

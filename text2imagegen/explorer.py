@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .model import LORA_WEIGHTS, load_lora, load_pipeline, lora_file, set_lora_weights, unload_lora
-from .sample import FALLBACK_DEFAULTS, SCHEDULERS, generate, make_sampler
+from .sample import FALLBACK_DEFAULTS, SAMPLERS, generate, make_sampler
 
 # %% auto #0
 __all__ = ['explorer_defaults', 'png_bytes', 'image_widget', 'adapter_name', 'lora_label', 'params_label', 'error_html',
@@ -92,8 +92,8 @@ class PromptExplorer(widgets.VBox):
         d, W, wide = explorer_defaults(self.pipeline), widgets, widgets.Layout(width="95%")
         self.prompt = W.Textarea(placeholder="a large red circle on the left", description="Prompt", layout=wide)
         self.negative_prompt = W.Text(placeholder="optional: what to steer away from", description="Negative", layout=wide)
-        scheduler = d["scheduler"] if d["scheduler"] in SCHEDULERS else FALLBACK_DEFAULTS["scheduler"]  # e.g. a newer model's
-        self.scheduler = W.Dropdown(options=list(SCHEDULERS), value=scheduler, description="Scheduler")
+        scheduler = d["scheduler"] if d["scheduler"] in SAMPLERS else FALLBACK_DEFAULTS["scheduler"]  # e.g. a newer model's
+        self.scheduler = W.Dropdown(options=list(SAMPLERS), value=scheduler, description="Scheduler")
         self.steps = W.IntSlider(value=d["steps"], min=1, max=max(100, d["steps"]), description="Steps")
         self.guidance_scale = W.FloatSlider(value=d["guidance_scale"], min=0, max=max(15, d["guidance_scale"]), step=0.5, description="Guidance")
         self.seed = W.IntText(value=0, description="Seed", layout=W.Layout(width="220px"))

@@ -26,10 +26,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as safetensors_bytes
 
 from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
-                                ShapesWorld, caption_for, render, pil_to_tensor, cache_dir)
+                                ShapesWorld, caption_for, render, pil_to_tensor, default_cache_dir)
 from .model import first_line, require_safetensors
 from .run_folder import save_figure, write_bytes_atomically, write_text_atomically
-from .sample import SCHEDULERS, diffusers_class, generate, make_sampler
+from .sample import SAMPLERS, diffusers_class, generate, make_sampler
 
 # %% ../nbs/04a_judge.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)
@@ -366,7 +366,7 @@ def judge_cache_path(**recipe) -> Path:
     recipe = {**JUDGE_RECIPE, **recipe}
     h = hashlib.sha1(json.dumps({**recipe, "kinds": JUDGE_KIND_WEIGHTS, "version": JUDGE_VERSION}, sort_keys=True).encode())
     for k, p in enumerate(adherence_prompts(per_category=2)): h.update(render(p["clauses"], recipe["resolution"], k).tobytes())
-    return cache_dir() / f"judge-{h.hexdigest()[:12]}.safetensors"
+    return default_cache_dir() / f"judge-{h.hexdigest()[:12]}.safetensors"
 
 def load_judge(path:str|Path|None=None, # a saved judge; None: the cached default (trained and cached if missing)
                train:bool=True, # train when the cached judge is missing (else FileNotFoundError)
@@ -550,7 +550,7 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
     if not path.is_file(): raise FileNotFoundError(f"No saved pipeline in {model_dir}: expected a run folder or a folder with model_index.json")
     keys = ("guidance_scale", "scheduler", "steps")
     if set(defaults) != set(keys): raise ValueError(f"sample defaults need exactly the keys {keys}, got {sorted(defaults)}")
-    if defaults["scheduler"] not in SCHEDULERS: raise ValueError(f"Unknown scheduler {defaults['scheduler']!r}; accepted: {', '.join(SCHEDULERS)}")
+    if defaults["scheduler"] not in SAMPLERS: raise ValueError(f"Unknown scheduler {defaults['scheduler']!r}; accepted: {', '.join(SAMPLERS)}")
     if int(defaults["steps"]) < 1 or float(defaults["guidance_scale"]) < 0:
         raise ValueError(f"steps must be at least 1 and guidance_scale at least 0, got {defaults}")
     index = json.loads(path.read_text())

@@ -14,8 +14,8 @@ from .model import PREDICTION_TYPES
 
 
 # %% auto #0
-__all__ = ['TIMESTEP_BIASES', 'training_target', 'noise_scheduler', 'min_snr_weight', 'diffusion_loss', 'timestep_weights',
-           'batch_loss']
+__all__ = ['TIMESTEP_BIASES', 'training_target', 'training_noise_scheduler', 'min_snr_weight', 'diffusion_loss',
+           'timestep_weights', 'batch_loss']
 
 # %% ../nbs/01b_loss.ipynb #2c71b60a
 def training_target(scheduler, # the DDPM noise scheduler
@@ -30,7 +30,7 @@ def training_target(scheduler, # the DDPM noise scheduler
     raise ValueError(f"Unknown prediction type {kind!r}; accepted: {PREDICTION_TYPES}")
 
 # %% ../nbs/01b_loss.ipynb #b68964fe
-def noise_scheduler(pipe) -> DDPMScheduler:
+def training_noise_scheduler(pipe) -> DDPMScheduler:
     "The training noise schedule: DDPM with the pipeline's betas and prediction type."
     return DDPMScheduler.from_config(pipe.scheduler.config)
 

@@ -26,7 +26,7 @@ from .data import (ShapesWorld, pil_to_tensor, tensor_to_pil, ImageTransform, pi
                                 split_by_image, subset_indices)
 from safetensors.torch import load_file
 from .judge import ShapesJudge, judge_input, split_logits, judge_clauses, load_judge, wrap_caption
-from .loss import batch_loss, noise_scheduler
+from .loss import batch_loss, training_noise_scheduler
 from .model import require_safetensors
 from .run_folder import save_figure, write_bytes_atomically
 from .sample import generate
@@ -348,7 +348,7 @@ def validation_loss(pipeline, # a `Text2ImagePipeline`
     "Mean diffusion loss over `images` at fixed noise and evenly spread timesteps."
     if len(captions) != len(images): raise ValueError(f"{len(images)} images but {len(captions)} captions; give one caption per image")
     x = images.float() if isinstance(images, torch.Tensor) else torch.stack([pil_to_tensor(im) for im in images])
-    sched, unet = noise_scheduler(pipeline), pipeline.unet.eval()
+    sched, unet = training_noise_scheduler(pipeline), pipeline.unet.eval()
     n, steps = len(x), sched.config.num_train_timesteps
     timesteps = torch.linspace(0, steps - 1, n).round().long()
     g, total = torch.Generator().manual_seed(seed), 0.0

@@ -8,10 +8,11 @@ Docs: https://text2imagegen.github.io/text2imagegen/model.html.md"""
 __all__ = ['PICKLE_SUFFIXES', 'SD15_TEXT_ENCODER', 'SD15_MODEL', 'MINILM_PACKAGE', 'MINILM_MAX_LENGTH', 'DEFAULT_TEXT_ENCODER',
            'UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'PIPELINE_PRESETS', 'LORA_WEIGHTS', 'PICKLED_LORA',
            'LORA_PARTS', 'pickle_refusal', 'require_safetensors', 'hub_cached', 'not_here', 'first_line', 'load_files',
-           'minilm_path', 'TextEncoder', 'warn_truncation', 'is_text', 'TextWhitening', 'make_unet', 'make_scheduler',
-           'Text2ImagePipeline', 'coordinate_channels', 'with_default_sampler', 'build_pipeline', 'is_sd_architecture',
-           'pipeline_folder', 'ignored_pickles', 'load_pipeline', 'tiny_clip_tokenizer', 'tiny_sd_pipeline',
-           'lora_file', 'lora_parts', 'set_lora_weights', 'load_lora', 'unload_lora']
+           'minilm_path', 'TextEncoder', 'warn_truncation', 'is_text', 'TextWhitening', 'make_unet',
+           'make_noise_scheduler', 'Text2ImagePipeline', 'coordinate_channels', 'with_default_sampler',
+           'build_pipeline', 'is_sd_architecture', 'pipeline_folder', 'ignored_pickles', 'load_pipeline',
+           'tiny_clip_tokenizer', 'tiny_sd_pipeline', 'lora_file', 'lora_parts', 'set_lora_weights', 'load_lora',
+           'unload_lora']
 
 # %% ../nbs/01_model.ipynb #b96e7539
 import contextlib, importlib.util, inspect, json, math, warnings
@@ -323,7 +324,7 @@ def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # DDPMScheduler beta schedules we support
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # What the UNet predicts
 
-def make_scheduler(prediction_type:str="epsilon",       # "epsilon" (predict the noise) or "v_prediction"
+def make_noise_scheduler(prediction_type:str="epsilon",       # "epsilon" (predict the noise) or "v_prediction"
                    beta_schedule:str="scaled_linear",   # "linear", "scaled_linear" (SD) or "squaredcos_cap_v2" (cosine)
                    beta_start:float|None=None,           # First beta of a linear schedule; None: 1e-4 (linear), 0.00085 (scaled_linear, SD 1.5)
                    beta_end:float|None=None,             # Last beta of a linear schedule; None: 0.02 (linear), 0.012 (scaled_linear, SD 1.5)
@@ -589,7 +590,7 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     scheduler_config = {**p["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {}),
                         **({"beta_schedule": beta_schedule} if beta_schedule else {})}
     eps = p["text_whitening"] if text_whitening is None else text_whitening
-    pipe = Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**scheduler_config),
+    pipe = Text2ImagePipeline(unet=unet, scheduler=make_noise_scheduler(**scheduler_config),
                               text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer, vae=vae,
                               text_whitening=TextWhitening(text_encoder.dim, eps) if eps else None,
                               pixel_shuffle=r, coord_channels=coords, pooled_text=unet.config.class_embed_type == "projection",
@@ -713,7 +714,7 @@ def tiny_sd_pipeline(folder:str|Path|None=None, # Save the pipeline here if give
     unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
                                 cross_attention_dim=32, attention_head_dim=4, norm_num_groups=32)
-    pipe = Text2ImagePipeline(unet=unet, scheduler=make_scheduler(**PIPELINE_PRESETS["sd15"]["scheduler"]),
+    pipe = Text2ImagePipeline(unet=unet, scheduler=make_noise_scheduler(**PIPELINE_PRESETS["sd15"]["scheduler"]),
                               text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                               sample_defaults=PIPELINE_PRESETS["sd15"]["sample_defaults"])
     with_default_sampler(pipe)

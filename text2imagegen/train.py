@@ -26,7 +26,7 @@ from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, cache_dir, styled_caption, check_templates,
+from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, default_cache_dir, styled_caption, check_templates,
                                 pick_caption, drop_captions, tensor_to_pil, image_size)
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES
 from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
@@ -94,8 +94,8 @@ class Trainer:
             frozen = ("text_encoder", "vae") + (("unet",) if config.lora_rank else ())  # a LoRA run freezes the UNet base too
             self.originals = frozen_originals(self.pipe, frozen) if self.dtype != torch.float32 else {}
             freeze_encoders(self.pipe, self.device, self.dtype)
-            self.scheduler = noise_scheduler(self.pipe)
-            self.timestep_weights = timestep_weights(self.scheduler.config.num_train_timesteps, config.timestep_bias,
+            self.noise_scheduler = training_noise_scheduler(self.pipe)
+            self.timestep_weights = timestep_weights(self.noise_scheduler.config.num_train_timesteps, config.timestep_bias,
                                                      config.timestep_bias_multiplier, config.timestep_bias_portion)
             self.phase = "filling the caches"
             self.setup_data()
@@ -174,7 +174,7 @@ def setup_data(self:Trainer):
     total = run_steps(cfg, per_epoch)
     cfg.warmup_steps = fitted_warmup(cfg.warmup_steps, total, self.warmup_given)
     val_set = self.heldout.select(range(min(cfg.val_size, len(self.heldout))))
-    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()/"data"
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()/"data"
     shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
                   token=str(int(self.main_value(os.getpid()))))
     trained = self.trained_captions(total, per_epoch)  # the cache holds exactly the captions the run draws
@@ -189,7 +189,7 @@ def setup_data(self:Trainer):
     self.val_x0 = val if val.is_floating_point() else encode_images(self.pipe, val)
     n, g = len(val_set), torch.Generator().manual_seed(cfg.seed + 1)
     self.val_noise = torch.randn(self.val_x0.shape, generator=g)
-    self.val_t = torch.linspace(0, self.scheduler.config.num_train_timesteps - 1, n).round().long()
+    self.val_t = torch.linspace(0, self.noise_scheduler.config.num_train_timesteps - 1, n).round().long()
     self.val_ids = self.captions.ids([cs[0] for cs in val_set.captions])
     buckets = f"; buckets (width x height: images) {', '.join(f'{w}x{h}: {len(i)}' for (w, h), i in self.buckets.items())}" if self.buckets else ""
     if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the validation loss), "
@@ -226,7 +226,7 @@ def check_sampling(self:Trainer):
     "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, its default scheduler)."
     cfg, defaults = self.config, {**FALLBACK_DEFAULTS, **(self.pipe.config.get("sample_defaults") or {})}
     try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None else cfg.guidance_scale,
-                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sample_scheduler or defaults["scheduler"], *self.pipe.default_size, 16)
+                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sampler or defaults["scheduler"], *self.pipe.default_size, 16)
     except ValueError as e: raise ValueError(f"The sample grids cannot be drawn: {e}") from e
 
 # %% ../nbs/02_train.ipynb #6a0b2c01
@@ -349,7 +349,7 @@ def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
         noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1,) * (x0.dim() - 2), generator=g).to(self.device)
     perturbed = noise + cfg.input_perturbation * torch.randn(x0.shape, generator=g).to(self.device) if cfg.input_perturbation else None
     with acc.autocast():
-        return batch_loss(self.pipe, self.unet, self.scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma, perturbed)
+        return batch_loss(self.pipe, self.unet, self.noise_scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma, perturbed)
 
 # %% ../nbs/02_train.ipynb #2cf2f11a
 @patch
@@ -402,7 +402,7 @@ def val_loss(self:Trainer) -> float:
         for i in range(0, len(self.val_x0), bs):
             sl = slice(i, i + bs)
             hidden, pooled = self.captions.lookup(self.val_ids[sl], self.device, self.dtype)
-            loss = batch_loss(self.pipe, unet, self.scheduler, self.val_x0[sl].to(self.device), hidden, pooled,
+            loss = batch_loss(self.pipe, unet, self.noise_scheduler, self.val_x0[sl].to(self.device), hidden, pooled,
                               self.val_noise[sl].to(self.device), self.val_t[sl].to(self.device), self.config.min_snr_gamma)
             total += loss.item() * len(self.val_x0[sl])
     return total / len(self.val_x0)
@@ -416,7 +416,7 @@ def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real
     with self.ema_weights():
         results = generate(self.pipe, [p for _ in seeds for p in prompts], seed=[s for s in seeds for _ in prompts],
                            guidance_scale=self.config.guidance_scale, steps=self.config.sample_steps,
-                           scheduler=self.config.sample_scheduler, progress=False)
+                           scheduler=self.config.sampler, progress=False)
     params = {k: results[0].params[k] for k in ("scheduler", "steps", "guidance_scale")}
     info = PngInfo(); info.add_text("params", json.dumps({"prompts": prompts, "seeds": seeds, "step": self.step, **params,
                                                           **({"real_image_ids": real_ids} if real_ids else {})}))

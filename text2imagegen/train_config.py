@@ -23,15 +23,16 @@ from .run_folder import write_text_atomically
 
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'MIXED_PRECISION', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
-           'LORA_TARGET_PRESETS', 'LORA_SAVE_DTYPES', 'RECIPES', 'CLI_FORMATS', 'TrainConfig', 'check_config',
-           'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution',
-           'resolve_defaults', 'check_resolved', 'lora_target_modules', 'check_lora', 'make_pipeline', 'recipe_names',
-           'load_recipe', 'layered_config', 'filled_sources', 'freeze_encoders', 'frozen_originals',
-           'restore_originals', 'split_global_batch', 'run_steps', 'fitted_warmup', 'field_docs', 'train_parser']
+__all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
+           'LORA_TARGET_PRESETS', 'LORA_SAVE_DTYPES', 'RENAMED_FIELDS', 'RECIPES', 'CLI_FORMATS', 'TrainConfig',
+           'check_config', 'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type',
+           'model_resolution', 'resolve_defaults', 'check_resolved', 'lora_target_modules', 'check_lora',
+           'current_names', 'make_pipeline', 'recipe_names', 'load_recipe', 'layered_config', 'filled_sources',
+           'freeze_encoders', 'frozen_originals', 'restore_originals', 'split_global_batch', 'run_steps',
+           'fitted_warmup', 'field_docs', 'train_parser']
 
 # %% ../nbs/02a_train_config.ipynb #f77d56da
-SCHEDULES = ("cosine", "constant", "linear")
+LR_SCHEDULES = ("cosine", "constant", "linear")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 PRESET_TRAIN_DEFAULTS = {  # what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
     "tiny": dict(resolution=32, batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=100, weight_decay=0.0,  # the Shapes-world
@@ -100,7 +101,7 @@ class TrainConfig:
     gradient_checkpointing:bool=False # recompute the UNet's activations in the backward pass: less memory, ~30% slower
     allow_tf32:bool=False # TF32 matmuls on Ampere or newer GPUs: faster, slightly less precise
     cache_latents:bool|None=None # cache model-space images (VAE latents) on disk (None: whenever crops are centred)
-    cache_dir:str|None=None # folder of the disk caches of caption states and latents (None: `cache_dir()/data`)
+    cache_dir:str|None=None # folder of the disk caches of caption states and latents (None: `default_cache_dir()/data`)
     num_workers:int=0 # DataLoader processes that read or decode batches ahead of the training step (0: none)
     checkpoint_every:int=500 # steps between checkpoints
     keep_checkpoints:int=2 # checkpoints kept (the latest K)
@@ -109,7 +110,7 @@ class TrainConfig:
     val_seeds:list=field(default_factory=lambda: [0, 1]) # one grid row per seed
     guidance_scale:float|None=None # guidance of the sample grids (None: the pipeline's sample defaults)
     sample_steps:int|None=None # denoising steps of the sample grids (None: the pipeline's sample defaults)
-    sample_scheduler:str|None=None # sampler of the sample grids, a key of `SCHEDULERS` in 03_sample, e.g. `dpm++2m` (None: the pipeline's sample defaults)
+    sampler:str|None=None # sampler of the sample grids, a key of `SAMPLERS` in 03_sample, e.g. `dpm++2m` (None: the pipeline's sample defaults)
     resume:bool=False # continue from the latest checkpoint in `output_dir` (if there is one)
     overwrite:bool=False # delete what a non-empty `output_dir` holds and start afresh (a fresh run refuses a used folder otherwise)
     output_dir:str="runs/default" # run folder
@@ -132,7 +133,7 @@ def _check_choice(name, value, accepted):
 
 def check_config(self:TrainConfig):
     "Raise ValueError naming the accepted values when a field is out of range."
-    _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     _check_choice("crop", self.crop, ("center", "random"))
@@ -267,6 +268,12 @@ def check_lora(self:TrainConfig):
 
 
 # %% ../nbs/02a_train_config.ipynb #51924cf2
+RENAMED_FIELDS = {"sample_scheduler": "sampler"}  # a saved config's older field names, and today's
+
+def current_names(d:dict) -> dict:
+    "`d` with older field names (`RENAMED_FIELDS`) replaced by today's."
+    return {RENAMED_FIELDS.get(k, k): v for k, v in d.items()}
+
 @patch
 def save(self:TrainConfig, path:str|Path):
     "Write the config as JSON (atomically)."
@@ -274,8 +281,8 @@ def save(self:TrainConfig, path:str|Path):
 
 @patch(cls_method=True)
 def load(cls:TrainConfig, path:str|Path) -> TrainConfig:
-    "Read a config written by `save`."
-    d = json.loads(Path(path).read_text())
+    "Read a config written by `save` (field names of older versions read as today's)."
+    d = current_names(json.loads(Path(path).read_text()))
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown: raise ValueError(f"Unknown TrainConfig fields in {path}: {sorted(unknown)}")
     return cls(**d)
@@ -320,6 +327,7 @@ def load_recipe(name:str) -> dict:
 
 def _config_fields(d:dict, where:str) -> dict:
     "Check that `d` holds only TrainConfig fields."
+    d = current_names(d)
     unknown = set(d) - {f.name for f in fields(TrainConfig)}
     if unknown: raise ValueError(f"Unknown TrainConfig fields in {where}: {sorted(unknown)}; accepted: {', '.join(f.name for f in fields(TrainConfig))}")
     return d
