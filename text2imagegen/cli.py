@@ -16,7 +16,8 @@ __all__ = ['DEBUG_ENV', 'USAGE_ERRORS', 'Stopped', 'signal_name', 'interrupt_sig
 
 # %% ../nbs/06_cli.ipynb #7311684e
 DEBUG_ENV = "T2I_DEBUG"  # set to 1 to see the traceback of every error (as --debug does)
-USAGE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)  # exit code 2; run-time errors (OSError, RuntimeError, ArithmeticError) 1
+# exit code 2; run-time errors (OSError, RuntimeError, ArithmeticError) 1
+USAGE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 class Stopped(KeyboardInterrupt):
     "A stop asked for by a signal, with the one-line summary the command prints (what was kept, what continues it)."
@@ -42,7 +43,8 @@ def interrupt_signals():
 
 def error_line(e:BaseException) -> str:
     "An exception as one line of text: its message, or an OS error's file and reason."
-    if isinstance(e, OSError) and e.strerror and len(e.args) > 1: text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    if isinstance(e, OSError) and e.strerror and len(e.args) > 1:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     else: text = str(e) or type(e).__name__
     return " ".join(text.split())  # a library's message over several lines, on one
 
@@ -51,7 +53,8 @@ def run_command(name:str, # the command's name, which starts each message
                ) -> int:
     "Run a command as a console script: an expected error is one line (exit 2 for usage, 1 at run time), a stop is its summary (exit 130), a warning one line."
     debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    if not debug: warnings.showwarning = lambda message, *_, **__: print(f"{name}: warning: {message}", file=sys.stderr, flush=True)
+    if not debug: warnings.showwarning = lambda message, *_, **__: print(f"{name}: warning: {message}", file=sys.stderr,
+                                                                         flush=True)
     try: main(); return 0
     except KeyboardInterrupt as e:
         print(f"{name}: {e.summary if isinstance(e, Stopped) else f'stopped by {signal_name(e)}; every file written so far is complete'}",
@@ -59,13 +62,16 @@ def run_command(name:str, # the command's name, which starts each message
         return 130
     except (*USAGE_ERRORS, OSError, RuntimeError, ArithmeticError) as e:
         if debug: traceback.print_exc()
-        print(f"{name}: error: {error_line(e)}" + ("" if debug else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"), file=sys.stderr, flush=True)
+        print(f"{name}: error: {error_line(e)}" + ("" if debug
+                                                   else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"),
+                                                   file=sys.stderr, flush=True)
         return 2 if isinstance(e, USAGE_ERRORS) else 1
 
 def load_command(module:str):
     "Import a command's module once the signal handlers are set: a Ctrl-C while the libraries load stops the command, even where a library's bare `except:` swallows it."
     n = len(_asked)
-    mod = importlib.import_module(module)  # imported here, not at the top: torch, diffusers and transformers load after the handlers are set
+    # imported here, not at the top: torch, diffusers and transformers load after the handlers are set
+    mod = importlib.import_module(module)
     if len(_asked) > n: raise KeyboardInterrupt(_asked[-1])
     return mod
 
@@ -95,9 +101,11 @@ def command_line(name:str, # the console script, e.g. "t2i-sample"
                  values:dict, # the values it was called with (e.g. its `locals()` on entry)
                 ) -> str:
     "The shell command that runs `func` with `values`: each option not at its default, then the positional values."
-    from fastcore.script import store_true  # fastcore and tqdm load when a command uses them: this module stays light (see `load_command`)
+    # fastcore and tqdm load when a command uses them: this module stays light (see `load_command`)
+    from fastcore.script import store_true
     options, positional = [], []
-    for p in inspect.signature(func, eval_str=True).parameters.values():  # annotations as objects, even under `from __future__ import annotations`
+    # annotations as objects, even under `from __future__ import annotations`
+    for p in inspect.signature(func, eval_str=True).parameters.values():
         value = values.get(p.name, p.default)
         if p.kind is p.VAR_POSITIONAL: positional += [str(v) for v in value]
         elif p.default is p.empty: positional.append(str(value))

@@ -149,9 +149,11 @@ def _check_clauses(clauses):
     kind = clauses.get("kind")
     if kind not in _LAYOUTS: raise ValueError(f"Unknown scene kind {kind!r}; accepted: {SCENE_KINDS}")
     for obj in clauses["objects"]:
-        if obj.get("colour") not in PALETTE: raise ValueError(f"Unknown colour {obj.get('colour')!r}; accepted: {tuple(PALETTE)}")
+        if obj.get("colour") not in PALETTE:
+            raise ValueError(f"Unknown colour {obj.get('colour')!r}; accepted: {tuple(PALETTE)}")
         if obj.get("shape") not in SHAPES: raise ValueError(f"Unknown shape {obj.get('shape')!r}; accepted: {SHAPES}")
-        if obj.get("size") not in SIZES + (None,): raise ValueError(f"Unknown size {obj.get('size')!r}; accepted: {SIZES}")
+        if obj.get("size") not in SIZES + (None,):
+            raise ValueError(f"Unknown size {obj.get('size')!r}; accepted: {SIZES}")
     if kind == "single" and clauses.get("position") not in POSITIONS:
         raise ValueError(f"Unknown position {clauses.get('position')!r}; accepted: {POSITIONS}")
     if kind == "relation" and clauses.get("relation") not in RELATIONS:
@@ -168,7 +170,8 @@ def render_with_boxes(clauses:dict, # a scene's clauses
     _check_clauses(clauses)
     rng = np.random.default_rng(seed)
     if any(o.get("size") is None for o in clauses["objects"]):  # pick unspecified sizes once, for layout and report
-        clauses = {**clauses, "objects": [{**o, "size": s} for o, s in zip(clauses["objects"], _sizes(clauses["objects"], rng))]}
+        clauses = {**clauses, "objects": [{**o, "size": s} for o, s in zip(clauses["objects"],
+                                                                           _sizes(clauses["objects"], rng))]}
     objs = clauses["objects"] * (clauses["count"] if clauses["kind"] == "count" else 1)
     boxes = _LAYOUTS[clauses["kind"]](clauses, rng)
     big = 4 * resolution
@@ -209,8 +212,10 @@ class ShapesWorld:
         self.held_out = tuple((c, s) for c, s in held_out)
         for c, s in self.held_out:
             if c not in PALETTE or s not in SHAPES:
-                raise ValueError(f"Held-out pair {(c, s)} must be (colour, shape) with colour in {tuple(PALETTE)} and shape in {SHAPES}")
-        if split == "heldout" and not self.held_out: raise ValueError("split='heldout' needs at least one held-out pair")
+                raise ValueError(f"Held-out pair {(c, s)} must be (colour, shape) with colour in {tuple(PALETTE)} and "
+                                 f"shape in {SHAPES}")
+        if split == "heldout" and not self.held_out:
+            raise ValueError("split='heldout' needs at least one held-out pair")
         self.resolution, self.seed, self.split, self.kinds, self.length = resolution, seed, split, tuple(kinds), length
         self.kind_p = self._weights(kind_weights)
         self.kind_cdf = np.cumsum(self.kind_p)
@@ -321,7 +326,8 @@ def render_pool(self:ShapesWorld,
         with ProcessPoolExecutor(num_workers, mp_context=ctx) as ex:
             futures = [ex.submit(_render_range, self, a, m) for a, m in ranges]
             parts = [f.result() for f in tqdm(futures, desc="rendering", leave=False, disable=not progress or n < 2000)]
-    else: parts = [_render_range(self, a, m) for a, m in tqdm(ranges, desc="rendering", leave=False, disable=not progress or n < 2000)]
+    else: parts = [_render_range(self, a, m) for a, m in tqdm(ranges, desc="rendering", leave=False,
+                                                              disable=not progress or n < 2000)]
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
     return images, [c for p in parts for c in p[1]], [c for p in parts for c in p[2]]
 
@@ -377,9 +383,12 @@ class ImageTransform:
                  seed:int=0, # seeds random crops and flips
                 ):
         if crop not in ("center", "random"): raise ValueError(f"Unknown crop {crop!r}; accepted: 'center', 'random'")
-        size = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution) if isinstance(resolution, (tuple, list)) else ()
-        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size):
-            raise ValueError(f"resolution must be a side in pixels or (width, height), each an int >= 1; got {resolution!r}")
+        size = (resolution, resolution) if isinstance(resolution,
+                                                      (int, np.integer)) else tuple(resolution) if isinstance(resolution, (tuple, list)) else ()
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                     for v in size):
+            raise ValueError("resolution must be a side in pixels or (width, height), each an int >= 1; got "
+                             f"{resolution!r}")
         self.size = (int(size[0]), int(size[1]))
         self.resolution = self.size[0] if self.size[0] == self.size[1] else self.size  # a square target is one side
         self.crop, self.flip = crop, flip
@@ -392,7 +401,8 @@ class ImageTransform:
         "((resized width, height), (x0, y0, x1, y1)): the image resized to cover the target, and the crop within it."
         tw, th = self.size
         scale = max(tw / width, th / height)
-        nw, nh = max(tw, round(width * scale)), max(th, round(height * scale))  # the size after resizing (never made: only the crop is)
+        # the size after resizing (never made: only the crop is)
+        nw, nh = max(tw, round(width * scale)), max(th, round(height * scale))
         if self.crop == "center": x0, y0 = (nw - tw) // 2, (nh - th) // 2
         else: x0, y0 = int((rng or self.rng).integers(nw - tw + 1)), int((rng or self.rng).integers(nh - th + 1))
         return (nw, nh), (x0, y0, x0 + tw, y0 + th)
@@ -406,8 +416,10 @@ class ImageTransform:
         w, h = img.size
         (nw, nh), box = self.crop_box(w, h, rng)
         if (nw, nh) == (w, h): img = img.crop(box)
-        else:  # resize just the source pixels under the crop: the work is bounded by the crop, whatever the aspect ratio
-            img = img.resize(self.size, Image.LANCZOS, box=(box[0] * w / nw, box[1] * h / nh, box[2] * w / nw, box[3] * h / nh), reducing_gap=3.0)
+        # resize just the source pixels under the crop: the work is bounded by the crop, whatever the aspect ratio
+        else:
+            img = img.resize(self.size, Image.LANCZOS, box=(box[0] * w / nw, box[1] * h / nh, box[2] * w / nw,
+                                                            box[3] * h / nh), reducing_gap=3.0)
         if self.flip and rng.random() < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return pil_to_tensor(img)
 
@@ -420,7 +432,8 @@ def image_size(src, # a PIL image, a path, raw bytes, or a datasets image dict {
     if isinstance(src, dict): src = src.get("bytes") or src.get("path")
     if not isinstance(src, Image.Image):
         with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as im: return image_size(im)
-    try: orientation = Image.Image.getexif(src).get(0x0112, 1)  # the header's EXIF (a PNG's own `getexif` decodes the pixels first)
+    # the header's EXIF (a PNG's own `getexif` decodes the pixels first)
+    try: orientation = Image.Image.getexif(src).get(0x0112, 1)
     except Exception: orientation = 1  # unreadable EXIF: `to_rgb` keeps the pixels as stored
     return (src.height, src.width) if orientation in (5, 6, 7, 8) else src.size
 
@@ -453,8 +466,10 @@ def check_templates(templates:list|None) -> list|None:
     if templates is None: return None
     templates = [templates] if isinstance(templates, str) else list(templates)
     for t in templates:
-        if not isinstance(t, str) or t.count("{caption}") != 1 or t.replace("{caption}", "").count("{") + t.count("}") != 1:
-            raise ValueError(f"A caption template holds {{caption}} once and no other braces, e.g. 'a photo of {{caption}}'; got {t!r}")
+        if not isinstance(t, str) or t.count("{caption}") != 1 or t.replace("{caption}",
+                                                                            "").count("{") + t.count("}") != 1:
+            raise ValueError(f"A caption template holds {{caption}} once and no other braces, e.g. 'a photo of "
+                             f"{{caption}}'; got {t!r}")
     if not templates: raise ValueError("caption templates: give at least one, or None for the captions as they are")
     return templates
 
@@ -466,7 +481,8 @@ def styled_caption(caption:str, # the caption `pick_caption` chose
                    tag_dropout:float=0.0, # probability of dropping each tag after the kept ones
                   ) -> str:
     "The caption as training sees it in `epoch`: its tags shuffled and some dropped, then put into a template."
-    rng = np.random.default_rng([seed, epoch, index, 1])  # a stream of its own: `pick_caption` uses [seed, epoch, index]
+    # a stream of its own: `pick_caption` uses [seed, epoch, index]
+    rng = np.random.default_rng([seed, epoch, index, 1])
     if shuffle_tags or tag_dropout:
         tags = [t.strip() for t in caption.split(",") if t.strip()]
         head, tail = tags[:keep_tags], tags[keep_tags:]
@@ -534,7 +550,8 @@ MAX_CAPTION_CHARS = 2**17  # longer captions are skipped (the csv module's own f
 
 def _caption_problem(v):
     "Why one caption value is unusable ('empty caption', 'caption that is not text', 'over-long caption'), or None."
-    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()): return "empty caption"
+    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
+        return "empty caption"
     if not isinstance(v, str): return "caption that is not text"
     return "over-long caption" if len(v) > MAX_CAPTION_CHARS else None
 
@@ -566,11 +583,13 @@ class _Skips:
     def summary(self, per_reason=5):
         by = defaultdict(list)
         for name, reason in self.items: by[reason].append(name)
-        parts = [f"{len(v)} {r} ({', '.join(v[:per_reason])}{f', +{len(v) - per_reason} more' if len(v) > per_reason else ''})"
+        parts = [f"{len(v)} {r} "
+                 f"({', '.join(v[:per_reason])}{f', +{len(v) - per_reason} more' if len(v) > per_reason else ''})"
                  for r, v in by.items()]
         return "; ".join(parts)
     def warn(self, source):
-        if self.items: warnings.warn(f"Skipped {len(self.items)} bad inputs in {source}: {self.summary()}", stacklevel=4)
+        if self.items: warnings.warn(f"Skipped {len(self.items)} bad inputs in {source}: {self.summary()}",
+                                     stacklevel=4)
 
 # %% ../nbs/00_data.ipynb #8ef7435c
 def subset_indices(n:int, # number of items
@@ -632,7 +651,8 @@ def _csv_rows(meta, skips):
             try: row = next(reader)
             except StopIteration: return rows
             except csv.Error as e:
-                skips.add(f"{meta.name} line {reader.reader.line_num}", "over-long field" if "field larger" in str(e) else "row that does not parse")
+                skips.add(f"{meta.name} line {reader.reader.line_num}", "over-long field" if "field larger" in str(e)
+                          else "row that does not parse")
             else: rows.append((reader.reader.line_num, row))
 
 def _metadata_rows(meta, skips):
@@ -659,7 +679,8 @@ def _read_imagefolder(meta, image_column, caption_column, skips):
     records = {}
     for n, row in rows:
         name = row.get(file_col)
-        if not name or not isinstance(name, str): skips.add(f"{meta.name} line {n}", "row without a file name"); continue
+        if not name or not isinstance(name, str):
+            skips.add(f"{meta.name} line {n}", "row without a file name"); continue
         _add(records, skips, name, _inside(meta.parent, name), row.get(cap_col))
     return records
 
@@ -701,7 +722,8 @@ def _read_karpathy(path, image_dir, split, skips):
     try: images = json.loads(path.read_text(encoding="utf-8-sig", errors="replace")).get("images")
     except (ValueError, RecursionError, AttributeError): images = None
     if not isinstance(images, list):
-        raise ValueError(f"{path} is not a Karpathy split file (a JSON object with 'images'); accepted layouts: {'; '.join(LAYOUTS)}")
+        raise ValueError(f"{path} is not a Karpathy split file (a JSON object with 'images'); accepted layouts: "
+                         f"{'; '.join(LAYOUTS)}")
     present = sorted({str(im.get("split")) for im in images if isinstance(im, dict)})
     wanted = None if split is None else {"train", "restval"} if split == "train" else {split}
     if wanted is not None and not wanted & set(present):
@@ -721,8 +743,10 @@ def _hf_columns(ds, image_column, caption_column, source):
     img = image_column or next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None) \
           or next((c for c in IMAGE_COLUMNS if c in cols), None)
     cap = caption_column or next((c for c in CAPTION_COLUMNS if c in cols), None)
-    if img not in cols: raise ValueError(f"No image column in {source} (columns {cols}); pass image_column= (detected: {IMAGE_COLUMNS})")
-    if cap not in cols: raise ValueError(f"No caption column in {source} (columns {cols}); pass caption_column= (detected: {CAPTION_COLUMNS})")
+    if img not in cols: raise ValueError(f"No image column in {source} (columns {cols}); pass image_column= (detected: "
+                                         f"{IMAGE_COLUMNS})")
+    if cap not in cols: raise ValueError(f"No caption column in {source} (columns {cols}); pass caption_column= "
+                                         f"(detected: {CAPTION_COLUMNS})")
     return img, cap, next((c for c in ID_COLUMNS if c in cols and c not in (img, cap)), None)
 
 def _from_hf(ds, image_column, caption_column, subset, seed, source, skips):
@@ -807,10 +831,12 @@ def load_captioned(source, # hub id, save_to_disk folder, imagefolder, results.c
         return _from_hf(source, image_column, caption_column, subset, seed, "the dataset", skips)
     layout, path = _detect(source)
     if layout in ("disk", "hub"):
-        return _from_hf(_load_hf(path, split, layout == "disk"), image_column, caption_column, subset, seed, source, skips)
+        return _from_hf(_load_hf(path, split, layout == "disk"), image_column, caption_column, subset, seed, source,
+                        skips)
     if layout == "karpathy": records = _read_karpathy(path, image_dir, split, skips)
     else:
-        if split is not None: raise ValueError(f"{path.name} has no splits (got split={split!r}); use split=None and split_by_image")
+        if split is not None: raise ValueError(f"{path.name} has no splits (got split={split!r}); use split=None and "
+                                               "split_by_image")
         records = (_read_imagefolder(path, image_column, caption_column, skips) if layout == "imagefolder"
                    else _read_kaggle(path, image_dir, skips))
     return _assemble(records, skips, subset, seed, source)
@@ -823,7 +849,8 @@ def split_by_image(ds, # a dataset with an `image_id` column (rows may repeat an
     "`DatasetDict` with 'train' and 'val' splits that never share an image."
     import datasets
     if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    if "image_id" not in ds.column_names: raise ValueError(f"split_by_image needs an image_id column; got {ds.column_names}")
+    if "image_id" not in ds.column_names:
+        raise ValueError(f"split_by_image needs an image_id column; got {ds.column_names}")
     ids = ds["image_id"]
     unique = list(dict.fromkeys(ids))
     if len(unique) < 2: raise ValueError(f"Need at least two images to split, got {len(unique)}")
@@ -856,7 +883,8 @@ def tuxpaint_imagefolder(dest, # folder to write: `images/*.png` and `metadata.j
                         ) -> int:
     "Write Tux Paint's stamps as an imagefolder captioned by each `.txt`'s first line; returns the number of images written."
     stamps, dest = Path(stamps), Path(dest)
-    if not stamps.is_dir(): raise FileNotFoundError(f"No stamps folder {stamps} (Debian/Ubuntu: apt-get install tuxpaint-stamps-default)")
+    if not stamps.is_dir(): raise FileNotFoundError(f"No stamps folder {stamps} (Debian/Ubuntu: apt-get install "
+                                                    "tuxpaint-stamps-default)")
     (dest/"images").mkdir(parents=True, exist_ok=True)
     skips, rows = _Skips(), []
     for p in sorted(f for f in stamps.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES):
@@ -872,10 +900,12 @@ def tuxpaint_imagefolder(dest, # folder to write: `images/*.png` and `metadata.j
             with Image.open(p) as im: im = im.convert("RGBA"); im.thumbnail((size, size)); im.save(dest/"images"/name)
         rows.append({"file_name": f"images/{name}", "text": text})
     (dest/"metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print(f"Wrote {len(rows)} images to {dest}; skipped {len(skips.items)}{': ' + skips.summary() if skips.items else ''}")
+    print(f"Wrote {len(rows)} images to {dest}; skipped "
+          f"{len(skips.items)}{': ' + skips.summary() if skips.items else ''}")
     return len(rows)
 
 # %% ../nbs/00_data.ipynb #7c1e2a94
 def default_cache_dir() -> Path:
     "Where text2imagegen caches things: $T2I_CACHE, else ~/.cache/text2imagegen."
-    return Path(os.environ.get("T2I_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "text2imagegen")
+    return Path(os.environ.get("T2I_CACHE") or Path(os.environ.get("XDG_CACHE_HOME")
+                                                    or Path.home() / ".cache") / "text2imagegen")

@@ -20,7 +20,7 @@ from .model import load_pipeline, require_safetensors
 from .judge import (ShapesJudge, load_judge, read_judge, ceiling_line, adherence_benchmark, write_adherence_report,
                                  choose_sample_defaults, save_sample_defaults)
 from .metrics import (distribution_metrics, shapes_validation_loss, background_speckle, real_vs_generated,
-                                   real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, local_clip, FEATURES)
+    real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, local_clip, FEATURES)
 from .run_folder import save_figure, write_bytes_atomically
 from .sample import generate, sample_settings
 
@@ -36,7 +36,8 @@ def _default_out(model):
 def _eval_folder(out, model) -> Path:
     "The folder the reports go to (`out`, else `_default_out`); an error if it is a file."
     out = Path(out) if out is not None else _default_out(model if isinstance(model, (str, Path)) else "")
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the reports")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the reports")
     return out
 
 def distribution_rows(m:dict, # from `distribution_metrics`, plus "val_loss" ({"val_loss", "n"})
@@ -53,9 +54,12 @@ def distribution_rows(m:dict, # from `distribution_metrics`, plus "val_loss" ({"
         s = m["background_speckle"]
         rows.append(dict(metric="background speckle", value=f"{s['generated']:.4f} (real {s['real']:.4f})", n=n,
                          note="share of background pixels > 24 from white; objects and a 1-px margin left out"))
-    return rows + [dict(metric="precision / recall", value=f"{m['precision']:.3f} / {m['recall']:.3f}", n=n, note=note + ", k=3"),
-                   dict(metric="density / coverage", value=f"{m['density']:.3f} / {m['coverage']:.3f}", n=n, note=note + ", k=5"),
-                   dict(metric="validation loss", value=f"{m['val_loss']['val_loss']:.4f}", n=m["val_loss"]["n"], note=val_note)]
+    return rows + [dict(metric="precision / recall", value=f"{m['precision']:.3f} / {m['recall']:.3f}", n=n, note=note
+                        + ", k=3"),
+                   dict(metric="density / coverage", value=f"{m['density']:.3f} / {m['coverage']:.3f}", n=n, note=note
+                        + ", k=5"),
+                   dict(metric="validation loss", value=f"{m['val_loss']['val_loss']:.4f}", n=m["val_loss"]["n"],
+                        note=val_note)]
 
 def write_summary(out:Path, # the output folder
                   title:str, # the report's heading
@@ -77,14 +81,19 @@ def check_eval_args(kind:str, n_per_prompt:int, per_category:int|None, n_images:
     counts += [("per_category", per_category, 1)] if per_category is not None else []
     counts += [("n_images", n_images, 6)] if kind != "adherence" else []  # density/coverage need 5 neighbours
     for name, value, least in counts:
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least): raise ValueError(f"{name} must be an int ≥ {least}; got {value!r}")
-    if split not in ("val", "heldout"): raise ValueError(f"split must be 'val' or 'heldout' (real images are never training images); got {split!r}")
-    named = isinstance(feature, str) and (feature in ("inception", "judge", "pixels") or (feature.startswith("clip:") and len(feature) > 5))
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+            raise ValueError(f"{name} must be an int ≥ {least}; got {value!r}")
+    if split not in ("val", "heldout"):
+        raise ValueError(f"split must be 'val' or 'heldout' (real images are never training images); got {split!r}")
+    named = isinstance(feature, str) and (feature in ("inception", "judge", "pixels")
+                                          or (feature.startswith("clip:") and len(feature) > 5))
     if not (feature is None or isinstance(feature, nn.Module) or named):
         raise ValueError(f"Unknown feature extractor {feature!r}; accepted: {', '.join(FEATURES)} or an nn.Module")
     if named and feature.startswith("clip:"): local_clip(feature[5:])
-    for what, path in (("inception_weights", inception_weights), ("judge", judge if isinstance(judge, (str, Path)) else None)):
-        if path is not None and not require_safetensors(path).is_file(): raise FileNotFoundError(f"{what}: no such file {path}")
+    for what, path in (("inception_weights", inception_weights),
+                       ("judge", judge if isinstance(judge, (str, Path)) else None)):
+        if path is not None and not require_safetensors(path).is_file():
+            raise FileNotFoundError(f"{what}: no such file {path}")
 
 # %% ../nbs/04_evaluate.ipynb #0cbd1637
 def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split,
@@ -94,19 +103,24 @@ def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feat
     judge = read_judge(judge) if isinstance(judge, (str, Path)) else judge or load_judge(progress=progress)
     rows, paths = [], {}
     if kind in ("adherence", "all"):
-        report = adherence_benchmark(pipe, n_per_prompt, seed, judge, per_category=per_category, progress=progress, **generate_kwargs)
+        report = adherence_benchmark(pipe, n_per_prompt, seed, judge, per_category=per_category, progress=progress,
+                                     **generate_kwargs)
         paths.update({f"adherence_{k}": p for k, p in write_adherence_report(report, out).items()})
-        rows += [dict(metric=f"adherence: {c}", value=f"{s['score']:.3f}", n=s["n"], note=f"95% CI {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f}")
+        rows += [dict(metric=f"adherence: {c}", value=f"{s['score']:.3f}", n=s["n"],
+                      note=f"95% CI {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f}")
                  for c, s in {**report["categories"], "overall": report["overall"]}.items()]
     if kind in ("distribution", "all"):
         world = ShapesWorld(resolution=pipe.default_size[0], seed=seed, split=split, length=n_images)
         real, captions, _ = world.render_pool(n_images, progress=progress)
         fake = [g.image for g in generate(pipe, captions, seed=seed, progress=progress, **generate_kwargs)]
-        m = distribution_metrics(real.float() / 127.5 - 1, fake, feature or "judge", judge, inception_weights, bootstrap, seed)
+        m = distribution_metrics(real.float() / 127.5 - 1, fake, feature or "judge", judge, inception_weights,
+                                 bootstrap, seed)
         m["val_loss"] = shapes_validation_loss(pipe, min(n_images, 512), split, seed)
-        m["background_speckle"] = {"generated": background_speckle(fake)["speckle"], "real": background_speckle(real.float() / 127.5 - 1)["speckle"]}
+        m["background_speckle"] = {"generated": background_speckle(fake)["speckle"],
+                                   "real": background_speckle(real.float() / 127.5 - 1)["speckle"]}
         paths["distribution_json"] = out / "distribution.json"
-        write_bytes_atomically(paths["distribution_json"], json.dumps({**m, "split": split, "seed": seed}, indent=1).encode())
+        write_bytes_atomically(paths["distribution_json"], json.dumps({**m, "split": split, "seed": seed},
+                                                                      indent=1).encode())
         rows += distribution_rows(m, seed, f"split {split}, fixed noise")
         comp = real_vs_generated(pipe, 8, split, seed, judge, **generate_kwargs)
         for name, figure in (("real_vs_generated", real_vs_generated_figure), ("per_prompt", per_prompt_chart)):
@@ -119,18 +133,21 @@ def _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feat
 def _evaluate_captioned_run(pipe, model, source, kind, out, n_images, feature, inception_weights, bootstrap, clip_model,
                             seed, progress, **generate_kwargs):
     "Rows, notes and paths of the evaluation on a run's held-out captioned images."
-    if kind == "adherence": raise ValueError(f"The adherence benchmark needs the Shapes world (its judge reads only Shapes images); "
-                                             f"for {source} use kind='distribution'")
+    if kind == "adherence": raise ValueError("The adherence benchmark needs the Shapes world (its judge reads only "
+                                             f"Shapes images); for {source} use kind='distribution'")
     ds, info = heldout_images(source, model if isinstance(model, (str, Path)) else None, n_images, seed)
-    res = evaluate_captioned(pipe, ds, out, feature, inception_weights, bootstrap, clip_model, seed, info, progress, **generate_kwargs)
+    res = evaluate_captioned(pipe, ds, out, feature, inception_weights, bootstrap, clip_model, seed, info, progress,
+                             **generate_kwargs)
     m, g = res["report"], res["report"]["generation"]
     rows = distribution_rows(m, seed, f"held-out images with their captions, fixed noise (seed {seed})")
-    rows += [dict(metric=f"CLIP score ({which})", value=f"{c['clip_score']:.2f}", n=c["n"], note=f"{c['model']}, seed {seed}")
+    rows += [dict(metric=f"CLIP score ({which})", value=f"{c['clip_score']:.2f}", n=c["n"],
+                  note=f"{c['model']}, seed {seed}")
              for which, c in (("generated", m["clip_score"]), ("real", m["clip_score_real"])) if c]
     where = f" (split {info['split']})" if info["split"] else ""
     notes = [f"Real images: {m['n']} of `{source}`{where}, {info['chosen']}; "
-             f"one caption each (seed {seed}), center-cropped to {g['width']}×{g['height']} px. Generated: one image per caption, "
-             f"seeds {g['seeds'][0]}–{g['seeds'][1]}, {g['scheduler']}, {g['steps']} steps, guidance {g['guidance_scale']}.",
+             f"one caption each (seed {seed}), center-cropped to {g['width']}×{g['height']} px. Generated: one image "
+             f"per caption, seeds {g['seeds'][0]}–{g['seeds'][1]}, {g['scheduler']}, {g['steps']} steps, guidance "
+             f"{g['guidance_scale']}.",
              f"Features: {m['feature']}.", *([m["clip_score_note"]] if "clip_score_note" in m else []),
              *(["The adherence benchmark needs the Shapes world and was not run."] if kind == "all" else []),
              "![real vs generated](real_vs_generated.png)"]
@@ -155,32 +172,40 @@ def evaluate_run(model, # run folder, pipeline folder, hub id, or a loaded pipel
                  **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
                 ) -> dict:
     "Evaluate a model on its data; write reports and figures to `out`; return {'summary': rows, 'table', 'notes', 'paths'}."
-    check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge, seed)
+    check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge,
+                    seed)
     out = _eval_folder(out, model)
     source, name = eval_data(model, data), str(model) if isinstance(model, (str, Path)) else "pipeline"
     if source != "shapes" and kind == "adherence":
-        raise ValueError(f"The adherence benchmark needs the Shapes world (its judge reads only Shapes images); for {source} use kind='distribution'")
+        raise ValueError("The adherence benchmark needs the Shapes world (its judge reads only Shapes images); for "
+                         f"{source} use kind='distribution'")
     if source != "shapes" and feature == "judge":
-        raise ValueError(f"The judge reads only Shapes images; for captioned images use one of {', '.join(FEATURES[:1] + FEATURES[2:])}")
+        raise ValueError("The judge reads only Shapes images; for captioned images use one of "
+                         f"{', '.join(FEATURES[:1] + FEATURES[2:])}")
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
     generate_kwargs = {k: v for k, v in generate_kwargs.items() if v is not None}
-    sample_settings(pipe, [""], **generate_kwargs)  # guidance, steps, sampler and batch size, checked before anything is written
+    # guidance, steps, sampler and batch size, checked before anything is written
+    sample_settings(pipe, [""], **generate_kwargs)
     out.mkdir(parents=True, exist_ok=True)
     if source == "shapes":
-        rows, notes, paths = _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights,
+        rows, notes, paths = _evaluate_shapes(pipe, kind, out, n_per_prompt, per_category, n_images, feature,
+                                              inception_weights,
                                               bootstrap, split, judge, seed, progress, **generate_kwargs)
         title = f"Evaluation of `{name}`"
     else:
-        rows, notes, paths = _evaluate_captioned_run(pipe, model, source, kind, out, n_images, feature, inception_weights,
+        rows, notes, paths = _evaluate_captioned_run(pipe, model, source, kind, out, n_images, feature,
+                                                     inception_weights,
                                                      bootstrap, clip_model, seed, progress, **generate_kwargs)
         title = f"Evaluation of `{name}` on held-out images of `{source}`"
     table, paths["summary"] = write_summary(out, title, rows, notes)
-    return {"summary": rows, "table": table, "notes": notes, "paths": paths, **({"ceiling": notes[0]} if source == "shapes" else {})}
+    return {"summary": rows, "table": table, "notes": notes, "paths": paths,
+            **({"ceiling": notes[0]} if source == "shapes" else {})}
 
 # %% ../nbs/04_evaluate.ipynb #352333e3
 def _files(folder:Path) -> dict:
     "{name: (size, modification time)} of the files in `folder`."
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).glob("*") if p.is_file()} if Path(folder).is_dir() else {}
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).glob("*")
+            if p.is_file()} if Path(folder).is_dir() else {}
 
 @console_command
 def t2i_eval(
@@ -207,17 +232,21 @@ def t2i_eval(
 ):
     "Evaluate a text-to-image model: prompt adherence (Shapes judge) and distribution metrics; writes reports."
     command = command_line("t2i-eval", t2i_eval, locals())
-    check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge, seed)
+    check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge,
+                    seed)
     where = _eval_folder(out, model)
     before = _files(where)
     try:
         if choose_defaults:
             best, tried = choose_sample_defaults(load_pipeline(model), judge=read_judge(judge) if judge else None)
-            for r in tried: print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+            for r in tried: print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in r.items()))
             print(f"sample defaults {best} saved to {save_sample_defaults(model, best)}")
         print(f"evaluating {model}: reports and figures go to {where}/", flush=True)
-        res = evaluate_run(model, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split,
-                           judge, seed, data, clip_model, guidance_scale=guidance_scale, steps=steps, scheduler=scheduler, batch_size=batch_size)
+        res = evaluate_run(model, kind, out, n_per_prompt, per_category, n_images, feature, inception_weights,
+                           bootstrap, split,
+                           judge, seed, data, clip_model, guidance_scale=guidance_scale, steps=steps,
+                           scheduler=scheduler, batch_size=batch_size)
     except Stopped: raise
     except KeyboardInterrupt as e:
         close_progress_bars()
@@ -225,7 +254,8 @@ def t2i_eval(
         kept = (f"{', '.join(written)} in {where} are complete (the other files there are as they were)" if written
                 else f"no report was written, and {where} is as it was")
         raise Stopped(f"stopped by {signal_name(e)}: {kept}; run it again with: {command}") from None
-    except FloatingPointError as e: raise RuntimeError(str(e)) from None  # non-finite images: a run-time error, explained
+    # non-finite images: a run-time error, explained
+    except FloatingPointError as e: raise RuntimeError(str(e)) from None
     print(res["table"]); print("\n".join(n for n in res["notes"] if not n.startswith("![")))
     print(f"reports and figures written to {res['paths']['summary'].parent}")
     return res
@@ -245,22 +275,29 @@ def results_markdown(eval_dir:str|Path, # a folder `t2i-eval` wrote (adherence.j
     reports = [json.loads((d / "adherence.json").read_text()) for d in dirs]
     s, cats, targets = reports[0]["settings"], reports[0]["categories"], reports[0]["targets"]
     if not others:
-        lines = [f"At guidance {s['guidance_scale']:g} ({s['scheduler']}, {s['steps']} steps), {s['prompts']} prompts × {s['n_per_prompt']} images:", "",
+        lines = [f"At guidance {s['guidance_scale']:g} ({s['scheduler']}, {s['steps']} steps), {s['prompts']} prompts "
+                 f"× {s['n_per_prompt']} images:", "",
                  "| prompts | score | target | n |", "|---|---|---|---|"]
-        lines += [f"| {name} | {t['score']:.3f} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} |" for name, t in targets.items()]
+        lines += [f"| {name} | {t['score']:.3f} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} |"
+                  for name, t in targets.items()]
     else:
         heads = [f"{_model_label(d)} (guidance {r['settings']['guidance_scale']:g})" for d, r in zip(dirs, reports)]
-        lines = [f"{s['prompts']} prompts × {s['n_per_prompt']} images ({s['scheduler']}, {s['steps']} steps), each model at the guidance it chose:", "",
+        lines = [f"{s['prompts']} prompts × {s['n_per_prompt']} images ({s['scheduler']}, {s['steps']} steps), each "
+                 "model at the guidance it chose:", "",
                  "| prompts | target | n | " + " | ".join(heads) + " |", "|---|---|---|" + "---|" * len(heads)]
-        lines += [f"| {name} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} | " + " | ".join(f"{r['targets'][name]['score']:.3f}" for r in reports) + " |"
+        lines += [f"| {name} | ≥ {t['target']:.2f} | {cats[t['category']]['n']} | "
+                  + " | ".join(f"{r['targets'][name]['score']:.3f}" for r in reports) + " |"
                   for name, t in targets.items()]
     ceiling = [reports[0]["judge"]["ceiling"][t["category"]] for t in targets.values()]
     lines += ["", f"The judge passes fresh renders of the same prompts at {min(c['accuracy'] for c in ceiling):.3f}–"
-                  f"{max(c['accuracy'] for c in ceiling):.3f} (n = {min(c['n'] for c in ceiling)} per category): the most a model can score."]
+                  f"{max(c['accuracy'] for c in ceiling):.3f} (n = {min(c['n'] for c in ceiling)} per category): the "
+                  "most a model can score."]
     if (dirs[0] / "distribution.json").is_file():
         d = json.loads((dirs[0] / "distribution.json").read_text())
         b = d.get("background_speckle")
-        if b: lines += ["", f"Background speckle (share of background pixels visibly off white): {b['generated']:.4f} generated, "
-                              f"{b['real']:.4f} on real renders; FID {d['fid']:.1f} against {d['n_real']} real renders ({d['feature']})" +
+        if b: lines += ["", f"Background speckle (share of background pixels visibly off white): {b['generated']:.4f} "
+                            "generated, "
+                              f"{b['real']:.4f} on real renders; FID {d['fid']:.1f} against {d['n_real']} real renders "
+                              f"({d['feature']})" +
                               (f", for {_model_label(dirs[0])}." if others else ".")]
     return "\n".join(lines)

@@ -52,14 +52,16 @@ def adapter_name(path:str) -> str:
 
 def lora_label(params:dict) -> str:
     "The LoRA adapters and weights of a generation's parameters, as ` · LoRA name ×weight` each ('' without)."
-    return "".join(f" · LoRA {adapter_name(p)} ×{s:g}" for p, s in zip(params.get("lora") or [], params.get("lora_scale") or []))
+    return "".join(f" · LoRA {adapter_name(p)} ×{s:g}" for p, s in zip(params.get("lora") or [],
+                                                                       params.get("lora_scale") or []))
 
 def params_label(params:dict, # `Generated.params` of the first image, plus `n_images`
             ) -> str:
     "One line summing up the settings of a generation."
     neg = f' / not "{params["negative_prompt"]}"' if params.get("negative_prompt") else ""
     return (f'"{params["prompt"]}"{neg} · {params["scheduler"]} · {params["steps"]} steps · '
-            f'guidance {params["guidance_scale"]:g} · seed {params["seed"]} · {params.get("n_images", 1)} image(s){lora_label(params)}')
+            f'guidance {params["guidance_scale"]:g} · seed {params["seed"]} · {params.get("n_images", 1)} '
+            f'image(s){lora_label(params)}')
 
 # %% ../nbs/05_explorer.ipynb #b82ae524
 def error_html(e:Exception) -> str:
@@ -91,20 +93,26 @@ class PromptExplorer(widgets.VBox):
         self._rng = random.Random(seed)
         d, W, wide = explorer_defaults(self.pipeline), widgets, widgets.Layout(width="95%")
         self.prompt = W.Textarea(placeholder="a large red circle on the left", description="Prompt", layout=wide)
-        self.negative_prompt = W.Text(placeholder="optional: what to steer away from", description="Negative", layout=wide)
-        scheduler = d["scheduler"] if d["scheduler"] in SAMPLERS else FALLBACK_DEFAULTS["scheduler"]  # e.g. a newer model's
+        self.negative_prompt = W.Text(placeholder="optional: what to steer away from", description="Negative",
+                                      layout=wide)
+        # e.g. a newer model's
+        scheduler = d["scheduler"] if d["scheduler"] in SAMPLERS else FALLBACK_DEFAULTS["scheduler"]
         self.scheduler = W.Dropdown(options=list(SAMPLERS), value=scheduler, description="Scheduler")
         self.steps = W.IntSlider(value=d["steps"], min=1, max=max(100, d["steps"]), description="Steps")
-        self.guidance_scale = W.FloatSlider(value=d["guidance_scale"], min=0, max=max(15, d["guidance_scale"]), step=0.5, description="Guidance")
+        self.guidance_scale = W.FloatSlider(value=d["guidance_scale"], min=0, max=max(15, d["guidance_scale"]),
+                                            step=0.5, description="Guidance")
         self.seed = W.IntText(value=0, description="Seed", layout=W.Layout(width="220px"))
         self.random_seed = W.Button(description="random", tooltip="Pick a random seed", layout=W.Layout(width="80px"))
         self.n_images = W.IntSlider(value=n_images, min=1, max=16, description="Images")
         loaded = getattr(self.pipeline, "lora_adapters", None) or []  # adapters the pipeline came with
         scale = loaded[0]["scale"] if loaded else 1.0
-        self.lora = W.Combobox(value=", ".join(a["path"] for a in loaded), options=lora_choices(p) if adapters is None else [str(a) for a in adapters],
-                               placeholder="run folder, adapter folder or .safetensors (empty: none)", description="LoRA",
+        self.lora = W.Combobox(value=", ".join(a["path"] for a in loaded), options=lora_choices(p) if adapters is None
+                               else [str(a) for a in adapters],
+                               placeholder="run folder, adapter folder or .safetensors (empty: none)",
+                               description="LoRA",
                                ensure_option=False, continuous_update=False, layout=W.Layout(width="60%"))
-        self.lora_scale = W.FloatSlider(value=scale, min=min(0, scale), max=max(1.5, scale), step=0.05, description="LoRA scale",
+        self.lora_scale = W.FloatSlider(value=scale, min=min(0, scale), max=max(1.5, scale), step=0.05,
+                                        description="LoRA scale",
                                         continuous_update=False)
         self._lora = (tuple(a["path"] for a in loaded), scale)  # (adapter paths, weight) the pipeline has
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
@@ -116,7 +124,8 @@ class PromptExplorer(widgets.VBox):
         self.generate_button.on_click(lambda _: self.run())
         for w in (self.lora, self.lora_scale): w.observe(lambda _: self.lora_changed(), "value")
         self.children = [W.HTML(_STYLE), self.prompt, self.negative_prompt,
-                         W.HBox([self.scheduler, self.n_images]), W.HBox([self.steps, self.guidance_scale]), W.HBox([self.lora, self.lora_scale]),
+                         W.HBox([self.scheduler, self.n_images]), W.HBox([self.steps, self.guidance_scale]),
+                         W.HBox([self.lora, self.lora_scale]),
                          W.HBox([self.seed, self.random_seed]), W.HBox([self.generate_button, self.progress]),
                          self.status, self.images, W.HTML("<b>History</b> (click to restore)"), self.history_box]
 
@@ -168,7 +177,8 @@ def lora_changed(self:PromptExplorer):
     try: self.apply_lora()
     except Exception as e: self.status.value = error_html(e); return
     adapters = getattr(self.pipeline, "lora_adapters", None) or []
-    label = lora_label(dict(lora=[a["path"] for a in adapters], lora_scale=[a["scale"] for a in adapters])).removeprefix(" · ")
+    label = lora_label(dict(lora=[a["path"] for a in adapters],
+                            lora_scale=[a["scale"] for a in adapters])).removeprefix(" · ")
     self.status.value = f"Next images: {label or 'no LoRA (the base model)'}"
 
 # %% ../nbs/05_explorer.ipynb #5ff60f4a
@@ -237,4 +247,5 @@ def _add_history(self:PromptExplorer, s:dict, results:list, seconds:float):
     button = widgets.Button(description=params_label(params), tooltip=repr(params), layout=widgets.Layout(width="auto"))
     def _restore(_): self.restore(params); self.show(results, seconds)
     button.on_click(_restore)
-    self.history_box.children = (widgets.HBox([image_widget(results[0].image, 40), button]),) + self.history_box.children
+    self.history_box.children = (widgets.HBox([image_widget(results[0].image, 40), button]),
+                                 ) + self.history_box.children

@@ -199,7 +199,8 @@ def train_judge(n_images:int=12_000, # training scenes rendered once
             loss = judge_loss(judge(xb), y[idx])
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     judge.eval()
-    judge.recipe = dict(n_images=n_images, epochs=epochs, batch_size=batch_size, lr=lr, noise=noise, blur=blur, width=width,
+    judge.recipe = dict(n_images=n_images, epochs=epochs, batch_size=batch_size, lr=lr, noise=noise, blur=blur,
+                        width=width,
                         features=features, resolution=resolution, seed=seed)
     judge.train_seconds = time.perf_counter() - t0
     return judge
@@ -259,15 +260,18 @@ def judge_clauses(judge:ShapesJudge, # a trained judge
                   clauses:list, # the clauses each image was asked for
                  ) -> list:
     "Per image: {'passed', 'checks': {clause: holds?}, 'seen': clauses the judge saw, 'n_objects' it counted}."
-    if len(images) != len(clauses): raise ValueError(f"{len(images)} images but {len(clauses)} clauses; give one clauses dict per image")
+    if len(images) != len(clauses): raise ValueError(f"{len(images)} images but {len(clauses)} clauses; give one "
+                                                     "clauses dict per image")
     out = []
     for read, c in zip(judge_read(judge, images), clauses):
         checks = clause_checks(read, c)
-        out.append({"passed": all(checks.values()), "checks": checks, "seen": seen_clauses(read, c["kind"]), "n_objects": read["count"]})
+        out.append({"passed": all(checks.values()), "checks": checks, "seen": seen_clauses(read, c["kind"]),
+                    "n_objects": read["count"]})
     return out
 
 # %% ../nbs/04a_judge.ipynb #c5f0dfd1
-ADHERENCE_PROMPTS = json.loads((importlib.resources.files("text2imagegen") / "adherence_prompts.json").read_text())  # category -> compact clause specs
+# category -> compact clause specs
+ADHERENCE_PROMPTS = json.loads((importlib.resources.files("text2imagegen") / "adherence_prompts.json").read_text())
 ADHERENCE_TARGETS = {  # the project's goal: summary name -> (category, minimum score)
     "single object": ("single", 0.95), "held-out": ("held-out", 0.80),
     "relation": ("relation", 0.70), "counting": ("counting", 0.70)}
@@ -276,7 +280,8 @@ ADHERENCE_TARGETS = {  # the project's goal: summary name -> (category, minimum 
 def _parse_object(words):
     size, colour, shape = words
     if size not in SIZES or colour not in PALETTE or shape not in SHAPES:
-        raise ValueError(f"Bad object {' '.join(words)!r}; expected 'size colour shape' from {SIZES}, {COLOURS}, {SHAPES}")
+        raise ValueError(f"Bad object {' '.join(words)!r}; expected 'size colour shape' from {SIZES}, {COLOURS}, "
+                         f"{SHAPES}")
     return {"shape": shape, "colour": colour, "size": size}
 
 def parse_spec(spec:str, # "large red circle left", "3 small green triangle" or "small red square | above | large blue circle"
@@ -285,26 +290,31 @@ def parse_spec(spec:str, # "large red circle left", "3 small green triangle" or 
     if "|" in spec:
         a, relation, b = (p.strip() for p in spec.split("|"))
         if relation not in RELATIONS: raise ValueError(f"Bad relation {relation!r} in {spec!r}; accepted: {RELATIONS}")
-        return {"kind": "relation", "objects": [_parse_object(a.split()), _parse_object(b.split())], "relation": relation}
+        return {"kind": "relation", "objects": [_parse_object(a.split()), _parse_object(b.split())],
+                "relation": relation}
     words = spec.split()
     if len(words) == 4 and words[0] in ("1", "2", "3"):
         return {"kind": "count", "objects": [_parse_object(words[1:])], "count": int(words[0])}
-    if len(words) == 4 and words[3] in POSITIONS: return {"kind": "single", "objects": [_parse_object(words[:3])], "position": words[3]}
-    raise ValueError(f"Bad prompt spec {spec!r}; expected 'size colour shape position', 'count size colour shape' or 'A | relation | B'")
+    if len(words) == 4 and words[3] in POSITIONS:
+        return {"kind": "single", "objects": [_parse_object(words[:3])], "position": words[3]}
+    raise ValueError(f"Bad prompt spec {spec!r}; expected 'size colour shape position', 'count size colour shape' or "
+                     "'A | relation | B'")
 
 # %% ../nbs/04a_judge.ipynb #39b863b8
 def adherence_prompts(categories=None, # category names (None: all of `ADHERENCE_PROMPTS`)
                       per_category:int|None=None, # keep the first n prompts of each category (None: all 60)
                      ) -> list:
     "The benchmark's prompts: dicts with category, index, spec, clauses, prompt."
-    categories = list(ADHERENCE_PROMPTS) if categories is None else [categories] if isinstance(categories, str) else list(categories)
+    categories = list(ADHERENCE_PROMPTS) if categories is None else [categories] if isinstance(categories,
+                                                                                               str) else list(categories)
     bad = [c for c in categories if c not in ADHERENCE_PROMPTS]
     if bad: raise ValueError(f"Unknown categories {bad}; accepted: {tuple(ADHERENCE_PROMPTS)}")
     out = []
     for c in categories:
         for i, spec in enumerate(ADHERENCE_PROMPTS[c][:per_category]):
             clauses = parse_spec(spec)
-            out.append(dict(category=c, index=i, spec=spec, clauses=clauses, prompt=caption_for(clauses, (i + i // 20) % 5)))
+            out.append(dict(category=c, index=i, spec=spec, clauses=clauses,
+                            prompt=caption_for(clauses, (i + i // 20) % 5)))
     return out
 
 # %% ../nbs/04a_judge.ipynb #a1c977c6
@@ -320,7 +330,8 @@ def judge_ceiling(judge:ShapesJudge, # a trained judge
     images = [render(c, judge.resolution, seed + k) for k, (_, c) in enumerate(items)]
     world = ShapesWorld(resolution=judge.resolution, seed=seed, split="all", length=world_samples)
     pool, _, clauses = world.render_pool(world_samples, progress=False)
-    verdicts = judge_clauses(judge, images, [c for _, c in items]) + judge_clauses(judge, pool.float() / 127.5 - 1, clauses)
+    verdicts = judge_clauses(judge, images, [c for _, c in items]) + judge_clauses(judge, pool.float() / 127.5 - 1,
+                                                                                   clauses)
     groups = [cat for cat, _ in items] + [f"world {c['kind']}" for c in clauses]
     ceiling = {}
     for g in dict.fromkeys(groups):
@@ -331,7 +342,8 @@ def judge_ceiling(judge:ShapesJudge, # a trained judge
 
 def ceiling_line(ceiling:dict) -> str:
     "One line: the judge's fresh-render accuracy per category."
-    return "judge ceiling (fresh renders): " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in ceiling.items())
+    return "judge ceiling (fresh renders): " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})"
+                                                         for k, v in ceiling.items())
 
 # %% ../nbs/04a_judge.ipynb #9f6dce22
 def save_judge(judge:ShapesJudge, # the judge
@@ -340,20 +352,23 @@ def save_judge(judge:ShapesJudge, # the judge
     "Write the judge's weights and metadata (recipe, ceiling, training seconds) atomically."
     meta = {"recipe": json.dumps(judge.recipe), "ceiling": json.dumps(judge.ceiling),
             "train_seconds": f"{getattr(judge, 'train_seconds', float('nan')):.1f}"}
-    return write_bytes_atomically(path, safetensors_bytes({k: v.contiguous() for k, v in judge.state_dict().items()}, metadata=meta))
+    return write_bytes_atomically(path, safetensors_bytes({k: v.contiguous() for k, v in judge.state_dict().items()},
+                                                          metadata=meta))
 
 def read_judge(path:str|Path, # a file written by `save_judge`
               ) -> ShapesJudge:
     "Load a judge saved by `save_judge` (safetensors only: a pickle is refused before it is opened)."
     path = require_safetensors(path)
-    if not path.is_file(): raise FileNotFoundError(f"No judge at {path}; train one with `train_judge` and `save_judge`, or call `load_judge()`")
+    if not path.is_file(): raise FileNotFoundError(f"No judge at {path}; train one with `train_judge` and "
+                                                   "`save_judge`, or call `load_judge()`")
     try:
         with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
         recipe = json.loads(meta["recipe"])
         judge = ShapesJudge(recipe["width"], recipe["features"], recipe["resolution"])
         judge.load_state_dict(load_file(str(path)))
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path} is not a judge written by save_judge ({first_line(e)}); leave --judge out to use the cached default") from None
+        raise ValueError(f"{path} is not a judge written by save_judge ({first_line(e)}); leave --judge out to use the "
+                         "cached default") from None
     judge.recipe, judge.ceiling = recipe, json.loads(meta.get("ceiling", "{}"))
     judge.train_seconds, judge.path = float(meta.get("train_seconds", "nan")), str(path)
     return judge.eval()
@@ -364,8 +379,10 @@ JUDGE_VERSION = 3  # bump when the judge's code changes meaning
 def judge_cache_path(**recipe) -> Path:
     "Cache file of the judge trained with `recipe` (defaults from `JUDGE_RECIPE`) on the current renderer."
     recipe = {**JUDGE_RECIPE, **recipe}
-    h = hashlib.sha1(json.dumps({**recipe, "kinds": JUDGE_KIND_WEIGHTS, "version": JUDGE_VERSION}, sort_keys=True).encode())
-    for k, p in enumerate(adherence_prompts(per_category=2)): h.update(render(p["clauses"], recipe["resolution"], k).tobytes())
+    h = hashlib.sha1(json.dumps({**recipe, "kinds": JUDGE_KIND_WEIGHTS, "version": JUDGE_VERSION},
+                                sort_keys=True).encode())
+    for k, p in enumerate(adherence_prompts(per_category=2)):
+        h.update(render(p["clauses"], recipe["resolution"], k).tobytes())
     return default_cache_dir() / f"judge-{h.hexdigest()[:12]}.safetensors"
 
 def load_judge(path:str|Path|None=None, # a saved judge; None: the cached default (trained and cached if missing)
@@ -377,7 +394,8 @@ def load_judge(path:str|Path|None=None, # a saved judge; None: the cached defaul
     if path is not None: return read_judge(path)
     path = judge_cache_path(**recipe)
     if path.is_file(): return read_judge(path)
-    if not train: raise FileNotFoundError(f"No cached judge at {path}; call load_judge(train=True) to train one (about a minute)")
+    if not train: raise FileNotFoundError(f"No cached judge at {path}; call load_judge(train=True) to train one (about "
+                                          "a minute)")
     judge = train_judge(**{**JUDGE_RECIPE, **recipe}, progress=progress)
     judge_ceiling(judge)
     judge.path = str(save_judge(judge, path))
@@ -402,7 +420,8 @@ def benchmark_seeds(items:list, # from `adherence_prompts`
                    ) -> list:
     "One seed per (prompt, copy), stable under taking a subset of the prompt set."
     cats = list(ADHERENCE_PROMPTS)
-    return [seed + 100_000 * r + 1000 * cats.index(it["category"]) + it["index"] for it in items for r in range(n_per_prompt)]
+    return [seed + 100_000 * r + 1000 * cats.index(it["category"]) + it["index"] for it in items
+            for r in range(n_per_prompt)]
 
 # %% ../nbs/04a_judge.ipynb #9e0ab01d
 def _score(rows):
@@ -443,7 +462,8 @@ def adherence_benchmark(pipeline, # a `Text2ImagePipeline` (see `load_pipeline`)
     clauses = [it["clauses"] for it in items for _ in range(n_per_prompt)]
     verdicts = judge_clauses(judge, [g.image for g in generated], clauses)
     rows = [dict(category=it["category"], spec=it["spec"], prompt=g.params["prompt"], seed=g.params["seed"], clauses=c,
-                 **v, image=g.image) for it, g, c, v in zip([it for it in items for _ in range(n_per_prompt)], generated, clauses, verdicts)]
+                 **v, image=g.image) for it, g, c, v in zip([it for it in items for _ in range(n_per_prompt)],
+                                                            generated, clauses, verdicts)]
     params = {k: generated[0].params[k] for k in ("model", "scheduler", "steps", "guidance_scale", "height", "width")}
     return {"settings": dict(n_per_prompt=n_per_prompt, seed=seed, prompts=len(items), **params),
             "judge": {"path": getattr(judge, "path", None), "recipe": judge.recipe, "ceiling": judge.ceiling},
@@ -457,7 +477,8 @@ def adherence_table(report:dict, # from `adherence_benchmark`
     rows = {**report["categories"], "overall": {**report["overall"], "ceiling": None}}
     for c, s in rows.items():
         ceil = "" if s.get("ceiling") is None else f"{s['ceiling']:.3f}"
-        lines.append(f"| {c} | {s['score']:.3f} | {s['passed']} / {s['n']} | {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f} | {ceil} |")
+        lines.append(f"| {c} | {s['score']:.3f} | {s['passed']} / {s['n']} | {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f} | "
+                     f"{ceil} |")
     if report["targets"]:
         lines += ["", "| goal | category | score | target | met |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {t['category']} | {t['score']:.3f} | ≥ {t['target']:.2f} | {'yes' if t['met'] else 'no'} |"
@@ -488,8 +509,10 @@ def failure_figure(report:dict, # from `adherence_benchmark` (with images)
     for ax, r in zip(axs.flat, fails):
         ax.imshow(r["image"], interpolation="nearest")
         bad = ", ".join(k for k, v in r["checks"].items() if not v)
-        ax.set_title(f"asked: {wrap_caption(r['prompt'])}\nsaw: {wrap_caption(seen_caption(r['seen'], r.get('n_objects')))}", fontsize=5.5)
-        ax.text(0.5, -0.06, wrap_caption("wrong: " + bad, 30), color="red", fontsize=5.5, ha="center", va="top", transform=ax.transAxes)
+        ax.set_title(f"asked: {wrap_caption(r['prompt'])}\nsaw: "
+                     f"{wrap_caption(seen_caption(r['seen'], r.get('n_objects')))}", fontsize=5.5)
+        ax.text(0.5, -0.06, wrap_caption("wrong: " + bad, 30), color="red", fontsize=5.5, ha="center", va="top",
+                transform=ax.transAxes)
     if not fails: axs.flat[0].set_title("no failures", fontsize=8)
     fig.tight_layout()
     return fig
@@ -501,15 +524,16 @@ def write_adherence_report(report:dict, # from `adherence_benchmark`
     "Write the JSON report (no images), the markdown summary and the failure grid, each atomically; returns their paths."
     import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f"adherence{s}" for k, s in (("json", ".json"), ("markdown", ".md"), ("failures", "_failures.png"))}
+    paths = {k: out / f"adherence{s}" for k, s in (("json", ".json"), ("markdown", ".md"),
+                                                   ("failures", "_failures.png"))}
     data = {**report, "results": [{k: v for k, v in r.items() if k != "image"} for r in report["results"]]}
     write_bytes_atomically(paths["json"], json.dumps(data, indent=1).encode())
     s = report["settings"]
     write_bytes_atomically(paths["markdown"], (
-        f"# Adherence benchmark\n\nmodel `{s['model']}`, {s['prompts']} prompts × {s['n_per_prompt']} images, seed {s['seed']}, "
-        f"scheduler {s['scheduler']}, {s['steps']} steps, guidance {s['guidance_scale']}, {s['width']}×{s['height']} px. "
-        f"An image passes only if every clause holds (judged by the Shapes judge).\n\n{adherence_table(report)}\n\n"
-        f"{ceiling_line(report['judge']['ceiling'])}\n\n![failures](adherence_failures.png)\n").encode())
+        f"# Adherence benchmark\n\nmodel `{s['model']}`, {s['prompts']} prompts × {s['n_per_prompt']} images, seed "
+        f"{s['seed']}, scheduler {s['scheduler']}, {s['steps']} steps, guidance {s['guidance_scale']}, "
+        f"{s['width']}×{s['height']} px. An image passes only if every clause holds (judged by the Shapes "
+        f"judge).\n\n{adherence_table(report)}\n\n{ceiling_line(report['judge']['ceiling'])}\n\n![failures](adherence_failures.png)\n").encode())
     fig = failure_figure(report)
     try: save_figure(fig, paths["failures"], dpi=90)
     finally: plt.close(fig)
@@ -547,15 +571,20 @@ def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline 
     folder = Path(model_dir)
     if (folder/"model"/"model_index.json").is_file(): folder = folder/"model"
     path = folder/"model_index.json"
-    if not path.is_file(): raise FileNotFoundError(f"No saved pipeline in {model_dir}: expected a run folder or a folder with model_index.json")
+    if not path.is_file(): raise FileNotFoundError(f"No saved pipeline in {model_dir}: expected a run folder or a "
+                                                   "folder with model_index.json")
     keys = ("guidance_scale", "scheduler", "steps")
-    if set(defaults) != set(keys): raise ValueError(f"sample defaults need exactly the keys {keys}, got {sorted(defaults)}")
-    if defaults["scheduler"] not in SAMPLERS: raise ValueError(f"Unknown scheduler {defaults['scheduler']!r}; accepted: {', '.join(SAMPLERS)}")
+    if set(defaults) != set(keys): raise ValueError(f"sample defaults need exactly the keys {keys}, got "
+                                                    f"{sorted(defaults)}")
+    if defaults["scheduler"] not in SAMPLERS:
+        raise ValueError(f"Unknown scheduler {defaults['scheduler']!r}; accepted: {', '.join(SAMPLERS)}")
     if int(defaults["steps"]) < 1 or float(defaults["guidance_scale"]) < 0:
         raise ValueError(f"steps must be at least 1 and guidance_scale at least 0, got {defaults}")
     index = json.loads(path.read_text())
-    index["sample_defaults"] = dict(guidance_scale=float(defaults["guidance_scale"]), scheduler=defaults["scheduler"], steps=int(defaults["steps"]))
-    schedule = folder/"scheduler"/"scheduler_config.json"  # the folder holds the default sampler, on the same training schedule
+    index["sample_defaults"] = dict(guidance_scale=float(defaults["guidance_scale"]), scheduler=defaults["scheduler"],
+                                    steps=int(defaults["steps"]))
+    # the folder holds the default sampler, on the same training schedule
+    schedule = folder/"scheduler"/"scheduler_config.json"
     sampler = diffusers_class(make_sampler(defaults["scheduler"], json.loads(schedule.read_text())))
     write_text_atomically(schedule, sampler.to_json_string())
     index["scheduler"] = ["diffusers", type(sampler).__name__]

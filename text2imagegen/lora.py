@@ -34,7 +34,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 
 # %% ../nbs/02d_lora.ipynb #8441b046
-TEXT_ENCODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # the CLIP text encoder's attention (`lora_text_encoder`), as in diffusers' scripts
+# the CLIP text encoder's attention (`lora_text_encoder`), as in diffusers' scripts
+TEXT_ENCODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 def add_lora(model, # the UNet or the text encoder: frozen, then given adapters
              rank:int, # adapter rank
@@ -47,12 +48,14 @@ def add_lora(model, # the UNet or the text encoder: frozen, then given adapters
     "Freeze `model` (its weights in `base_dtype`) and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
     names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this {type(model).__name__}; accepted: "
-                                 f"{', '.join(sorted({n.split('.')[-1] if not n.split('.')[-1].isdigit() else '.'.join(n.split('.')[-2:]) for n in names}))}")
+    if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this {type(model).__name__}; "
+                                 f"accepted: {', '.join(sorted({n.split('.')[-1] if not n.split('.')[-1].isdigit() else '.'.join(n.split('.')[-2:]) for n in names}))}")
     model.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, init_lora_weights="gaussian", target_modules=list(targets), use_dora=dora)
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, init_lora_weights="gaussian",
+                        target_modules=list(targets), use_dora=dora)
     inject_adapter_in_model(config, model, "default")  # (peft itself: transformers' `add_adapter` wants a newer peft)
-    for t in (*model.parameters(), *model.buffers()):  # the base in the compute dtype: autocast need not cast it at every step
+    # the base in the compute dtype: autocast need not cast it at every step
+    for t in (*model.parameters(), *model.buffers()):
         if t.is_floating_point() and not t.requires_grad: t.data = t.data.to(base_dtype)
     cast_training_params(model, dtype=torch.float32)  # the adapters train in fp32
     return [p for p in model.parameters() if p.requires_grad]
@@ -62,7 +65,8 @@ def add_lora(model, # the UNet or the text encoder: frozen, then given adapters
 def check_text_encoder_lora(pipe):
     "Raise unless `pipe`'s text encoder can train adapters: a CLIP encoder (Stable Diffusion's) whose states are used raw."
     if not pipe.text.is_clip or pipe.text_whitening is not None:
-        raise ValueError(f"lora_text_encoder adapts a CLIP text encoder whose states the UNet reads raw (Stable Diffusion's); this model's is "
+        raise ValueError("lora_text_encoder adapts a CLIP text encoder whose states the UNet reads raw (Stable "
+                         "Diffusion's); this model's is "
                          f"{pipe.text_encoder.config.model_type}{' with a fitted text whitening' if pipe.text_whitening is not None else ''}")
 
 def add_adapters(pipe, # the pipeline to train
@@ -71,12 +75,14 @@ def add_adapters(pipe, # the pipeline to train
                  accelerator:Accelerator|None=None, # with several processes, the text encoder's adapter gradients are averaged across them
                 ) -> list:
     "The LoRA adapters `config` asks for on the UNet (and the text encoder); returns the parameters to train."
-    kw = dict(rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout, base_dtype=base_dtype, dora=config.lora_dora)
+    kw = dict(rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout, base_dtype=base_dtype,
+              dora=config.lora_dora)
     params = add_lora(pipe.unet, targets=config.lora_targets, **kw)
     if not config.lora_text_encoder: return params
     check_text_encoder_lora(pipe)
     text_params = add_lora(pipe.text_encoder, targets=TEXT_ENCODER_LORA_TARGETS, **kw)
-    if accelerator is not None and accelerator.num_processes > 1:  # DDP averages the UNet's gradients; these, hooks average as they arrive
+    # DDP averages the UNet's gradients; these, hooks average as they arrive
+    if accelerator is not None and accelerator.num_processes > 1:
         for p in text_params: p.register_hook(lambda grad: accelerator.reduce(grad, "mean"))
     return params + text_params
 
@@ -109,7 +115,8 @@ def adapter_weights(pipe) -> dict:
 def load_adapter_weights(pipe, weights:dict):
     "Put `adapter_weights`' weights back; raise if some fit no adapter."
     te = {k.removeprefix("text_encoder."): v for k, v in weights.items() if k.startswith("text_encoder.")}
-    results = [set_peft_model_state_dict(pipe.unet, {k: v for k, v in weights.items() if not k.startswith("text_encoder.")})]
+    results = [set_peft_model_state_dict(pipe.unet, {k: v for k, v in weights.items()
+                                                     if not k.startswith("text_encoder.")})]
     if te: results.append(set_peft_model_state_dict(pipe.text_encoder, te))
     unexpected = [k for r in results for k in r.unexpected_keys]
     if unexpected: raise ValueError(f"The checkpoint's adapter does not fit this model: {unexpected[:3]}")
@@ -124,11 +131,14 @@ def kohya_state_dict(unet, # a UNet with a LoRA adapter
     out = {}
     for prefix, model in (("lora_unet", unet), ("lora_te", text_encoder)):
         if model is None: continue
-        if model.peft_config["default"].use_dora: raise ValueError("Kohya keys have no DoRA form that diffusers reads; write DoRA adapters with `save_lora` only")
+        if model.peft_config["default"].use_dora:
+            raise ValueError("Kohya keys have no DoRA form that diffusers reads; write DoRA adapters with "
+                             "`save_lora` only")
         alpha = torch.tensor(float(model.peft_config["default"].lora_alpha))
         for k, v in get_peft_model_state_dict(model).items():
             module, kind = k.split(".lora_")  # e.g. "down_blocks.1.attentions.0.proj_in", "A.weight"
-            if prefix == "lora_te" and not module.startswith("text_model."): module = f"text_model.{module}"  # (kohya's CLIP module names)
+            # (kohya's CLIP module names)
+            if prefix == "lora_te" and not module.startswith("text_model."): module = f"text_model.{module}"
             name = f"{prefix}_{module.replace('.', '_')}"
             out[f"{name}.lora_{'down' if kind == 'A.weight' else 'up'}.weight"] = v.detach().to(dtype).contiguous()
             out[f"{name}.alpha"] = alpha.clone()
@@ -137,14 +147,19 @@ def kohya_state_dict(unet, # a UNet with a LoRA adapter
 def kohya_metadata(unet, # a UNet with a LoRA adapter
                   ) -> dict:
     "The safetensors metadata kohya's sd-scripts writes, which tools read to tell a LoRA's base model and size."
-    cfg, v2 = unet.peft_config["default"], unet.config.cross_attention_dim == 1024  # SD 2.x reads OpenCLIP-H's 1024-wide states
-    arch = ("stable-diffusion-v2-768-v" if unet.config.sample_size == 96 else "stable-diffusion-v2-512") if v2 else "stable-diffusion-v1"
-    convs = any(isinstance(m, BaseTunerLayer) and isinstance(m.get_base_layer(), torch.nn.Conv2d) and m.get_base_layer().kernel_size != (1, 1)
+    # SD 2.x reads OpenCLIP-H's 1024-wide states
+    cfg, v2 = unet.peft_config["default"], unet.config.cross_attention_dim == 1024
+    arch = ("stable-diffusion-v2-768-v" if unet.config.sample_size == 96
+            else "stable-diffusion-v2-512") if v2 else "stable-diffusion-v1"
+    convs = any(isinstance(m, BaseTunerLayer) and isinstance(m.get_base_layer(), torch.nn.Conv2d)
+                and m.get_base_layer().kernel_size != (1, 1)
                 for m in unet.modules())
-    return {"ss_network_module": "networks.lora", "ss_network_dim": str(cfg.r), "ss_network_alpha": str(float(cfg.lora_alpha)),
+    return {"ss_network_module": "networks.lora", "ss_network_dim": str(cfg.r),
+            "ss_network_alpha": str(float(cfg.lora_alpha)),
             "ss_base_model_version": "sd_v2" if v2 else "sd_v1", "ss_v2": str(v2), "modelspec.sai_model_spec": "1.0.0",
             "modelspec.architecture": f"{arch}/lora", "modelspec.implementation": "diffusers",
-            **({"ss_network_args": json.dumps({"conv_dim": str(cfg.r), "conv_alpha": str(float(cfg.lora_alpha))})} if convs else {})}
+            **({"ss_network_args": json.dumps({"conv_dim": str(cfg.r), "conv_alpha": str(float(cfg.lora_alpha))})}
+               if convs else {})}
 
 
 # %% ../nbs/02d_lora.ipynb #ca67a03c
@@ -156,14 +171,19 @@ def save_lora(unet, # a UNet with a LoRA adapter
              ) -> Path:
     "Atomically write the adapter as `pytorch_lora_weights.safetensors` (diffusers' keys `unet.`/`text_encoder.` + peft's names, rank and alpha in its metadata)."
     dtype = LORA_SAVE_DTYPES[dtype]
-    def layers(model): return {k: v.detach().to(dtype).contiguous() for k, v in get_peft_model_state_dict(model).items()}  # every layer: `<module>.lora_A.weight`
+    # every layer: `<module>.lora_A.weight`
+    def layers(model): return {k: v.detach().to(dtype).contiguous()
+                               for k, v in get_peft_model_state_dict(model).items()}
     def config(model): return model.peft_config["default"].to_dict()
     te = text_encoder is not None
     def write(tmp):
-        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers(unet), unet_lora_adapter_metadata=config(unet),
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers(unet),
+                                                  unet_lora_adapter_metadata=config(unet),
                                                   text_encoder_lora_layers=layers(text_encoder) if te else None,
-                                                  text_encoder_lora_adapter_metadata=config(text_encoder) if te else None)
-        if kohya: save_file(kohya_state_dict(unet, text_encoder, dtype), tmp/"lora_kohya.safetensors", metadata=kohya_metadata(unet))
+                                                  text_encoder_lora_adapter_metadata=config(text_encoder) if te
+                                                  else None)
+        if kohya: save_file(kohya_state_dict(unet, text_encoder, dtype), tmp/"lora_kohya.safetensors",
+                            metadata=kohya_metadata(unet))
     return write_atomically(Path(folder), write)
 
 def without_lora(model, # a UNet or text encoder with a LoRA adapter (left as it is)

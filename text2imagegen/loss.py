@@ -61,7 +61,8 @@ def timestep_weights(num_timesteps:int, # the scheduler's training timesteps
                      portion:float=0.5, # the fraction of the timesteps that is biased
                     ) -> torch.Tensor:
     "Probabilities of drawing each training timestep: `portion` of them, at the `bias` end, `multiplier` times as likely."
-    if bias not in TIMESTEP_BIASES: raise ValueError(f"Unknown timestep_bias {bias!r}; accepted: {', '.join(map(repr, TIMESTEP_BIASES))}")
+    if bias not in TIMESTEP_BIASES: raise ValueError(f"Unknown timestep_bias {bias!r}; accepted: "
+                                                     f"{', '.join(map(repr, TIMESTEP_BIASES))}")
     w, k = torch.ones(num_timesteps), round(num_timesteps * portion)
     if bias == "later": w[num_timesteps - k:] *= multiplier
     if bias == "earlier": w[:k] *= multiplier
@@ -81,6 +82,7 @@ def batch_loss(pipe, # the pipeline (for `predict`)
               ) -> torch.Tensor:
     "The training loss of one batch: noise x0 to `timesteps`, predict, compare with the target."
     x_t = scheduler.add_noise(x0, noise if input_noise is None else input_noise, timesteps)
-    pred = pipe.predict(x_t, timesteps, hidden, pooled, unet=unet)  # the wrapped UNet, so gradients are shared across processes
+    # the wrapped UNet, so gradients are shared across processes
+    pred = pipe.predict(x_t, timesteps, hidden, pooled, unet=unet)
     weight = min_snr_weight(scheduler, timesteps, min_snr_gamma) if min_snr_gamma else None
     return diffusion_loss(pred, training_target(scheduler, x0, noise, timesteps), weight)

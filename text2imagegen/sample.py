@@ -44,12 +44,16 @@ class EulerAncestralScheduler(diffusers.EulerAncestralDiscreteScheduler):
         sigma_up = max(sigma_to**2 - sigma_down**2, 0.0) ** 0.5
         sample = sample.float()
         if self.config.prediction_type == "epsilon": x0 = sample - sigma * model_output
-        elif self.config.prediction_type == "v_prediction": x0 = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
-        else: raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction'; got {self.config.prediction_type!r}")
-        noise = randn_tensor(model_output.shape, dtype=model_output.dtype, device=model_output.device, generator=generator)
+        elif self.config.prediction_type == "v_prediction":
+            x0 = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
+        else: raise ValueError("prediction_type must be 'epsilon' or 'v_prediction'; got "
+                               f"{self.config.prediction_type!r}")
+        noise = randn_tensor(model_output.shape, dtype=model_output.dtype, device=model_output.device,
+                             generator=generator)
         prev = (sample + (sample - x0) / sigma * (sigma_down - sigma) + noise * sigma_up).to(model_output.dtype)
         self._step_index += 1
-        return EulerAncestralDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=x0) if return_dict else (prev, x0)
+        return EulerAncestralDiscreteSchedulerOutput(prev_sample=prev,
+                                                     pred_original_sample=x0) if return_dict else (prev, x0)
 
 # %% ../nbs/03_sample.ipynb #f780f2f0
 SAMPLERS = {
@@ -59,8 +63,10 @@ SAMPLERS = {
     "euler":          (diffusers.EulerDiscreteScheduler, {}),
     "euler_a":        (EulerAncestralScheduler, {}),
     "heun":           (diffusers.HeunDiscreteScheduler, {}),
-    "dpm++2m":        (diffusers.DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
-    "dpm++2m_karras": (diffusers.DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpm++2m":        (diffusers.DPMSolverMultistepScheduler,
+                       {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
+    "dpm++2m_karras": (diffusers.DPMSolverMultistepScheduler,
+                       {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
     "unipc":          (diffusers.UniPCMultistepScheduler, {}),
 }
 
@@ -69,7 +75,8 @@ def make_sampler(name:str, # A key of `SAMPLERS`, e.g. "dpm++2m"
                 source,   # A pipeline, its scheduler or a scheduler config: the model's training schedule
                  ):
     "A fresh scheduler `name` configured from the model's own training schedule."
-    if not isinstance(name, str) or name not in SAMPLERS: raise ValueError(f"scheduler must be one of {', '.join(SAMPLERS)}; got {name!r:.80}")
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SAMPLERS)}; got {name!r:.80}")
     config = getattr(source, "scheduler", source)
     config = getattr(config, "config", config)
     # every value counts as the model's, also those it left at its class's defaults (diffusers would drop them)
@@ -85,7 +92,8 @@ def image_seeds(seed,  # An int `s` (image k gets `s + k`) or a list with one in
     def is_seed(s): return isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= s < 2**63
     if is_seed(seed) and is_seed(int(seed) + n - 1): seeds = [int(seed) + k for k in range(n)]
     elif isinstance(seed, (list, tuple)) and all(map(is_seed, seed)): seeds = [int(s) for s in seed]
-    else: raise ValueError(f"seed must be an int in [0, 2**63 - {n}] (image k gets seed + k) or a list of ints in [0, 2**63), one per image; got {seed!r:.80}")
+    else: raise ValueError(f"seed must be an int in [0, 2**63 - {n}] (image k gets seed + k) or a list of ints in [0, "
+                           f"2**63), one per image; got {seed!r:.80}")
     if len(seeds) != n: raise ValueError(f"seed: a list of seeds needs one per image ({n}); got {len(seeds)}")
     return seeds
 
@@ -112,7 +120,8 @@ FALLBACK_DEFAULTS = dict(guidance_scale=7.5, steps=30, scheduler="dpm++2m")
 # %% ../nbs/03_sample.ipynb #9c2bc446
 def _check_int(name, value, multiple=1, what="an int ≥ 1"):
     "Raise unless `value` is an int ≥ 1 and a multiple of `multiple`."
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1 and value % multiple == 0):
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+            and value % multiple == 0):
         raise ValueError(f"{name} must be {what}; got {value!r:.80}")
 
 _is_text = is_text  # the text encoder's own check (01_model)
@@ -131,9 +140,11 @@ def check_steps(sampler,  # A scheduler from `make_sampler`
     T = sampler.config.num_train_timesteps
     if steps > T: raise ValueError(f"steps must be at most {T}, this model's number of training timesteps; got {steps}")
     if _in_training_range(sampler, steps): return
-    near = [next((k for k in ks if _in_training_range(sampler, k)), None) for ks in (range(steps - 1, 0, -1), range(steps + 1, T + 1))]
-    raise ValueError(f"steps={steps} makes {type(sampler).__name__} ({sampler.config.timestep_spacing!r} spacing) round a timestep "
-                     f"outside this model's 0 to {T - 1}; nearest steps that work: {' or '.join(str(k) for k in near if k)}")
+    near = [next((k for k in ks if _in_training_range(sampler, k)), None)
+            for ks in (range(steps - 1, 0, -1), range(steps + 1, T + 1))]
+    raise ValueError(f"steps={steps} makes {type(sampler).__name__} ({sampler.config.timestep_spacing!r} spacing) "
+                     f"round a timestep outside this model's 0 to {T - 1}; nearest steps that work: "
+                     f"{' or '.join(str(k) for k in near if k)}")
 
 def check_params(pipeline,        # The pipeline (gives the size multiple and the training schedule)
                  prompts:list,    # Prompts, one per image
@@ -147,12 +158,17 @@ def check_params(pipeline,        # The pipeline (gives the size multiple and th
                 ):
     "Raise a `ValueError` naming the first invalid parameter and the values it accepts."
     if not isinstance(prompts, list) or not prompts or not all(map(_is_text, prompts)):
-        raise ValueError(f"prompts must be a str or a non-empty list of str (\"\" = unconditional), valid Unicode; got {prompts!r:.80}")
+        raise ValueError("prompts must be a str or a non-empty list of str (\"\" = unconditional), valid Unicode; got "
+                         f"{prompts!r:.80}")
     neg_ok = negative_prompt is None or _is_text(negative_prompt) or (
-        isinstance(negative_prompt, list) and len(negative_prompt) == len(prompts) and all(map(_is_text, negative_prompt)))
-    if not neg_ok: raise ValueError(f"negative_prompt must be None, a str or a list of {len(prompts)} str (one per prompt); got {negative_prompt!r:.80}")
-    if not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale, bool) or not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"guidance_scale must be a finite number ≥ 0 (1 = no guidance, 0 = unconditional); got {guidance_scale!r:.80}")
+        isinstance(negative_prompt, list) and len(negative_prompt) == len(prompts)
+        and all(map(_is_text, negative_prompt)))
+    if not neg_ok: raise ValueError(f"negative_prompt must be None, a str or a list of {len(prompts)} str (one per "
+                                    f"prompt); got {negative_prompt!r:.80}")
+    if not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale,
+                                                                  bool) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError("guidance_scale must be a finite number ≥ 0 (1 = no guidance, 0 = unconditional); got "
+                         f"{guidance_scale!r:.80}")
     _check_int("steps", steps)
     _check_int("batch_size", batch_size)
     check_steps(make_sampler(scheduler, pipeline), steps)
@@ -200,7 +216,8 @@ def sample_settings(pipeline,             # A `Text2ImagePipeline`
     scheduler = model_defaults["scheduler"] if scheduler is None else scheduler
     height, width = (h if h is not None else d for h, d in zip((height, width), pipeline.default_size))
     check_params(pipeline, prompts, negative_prompt, guidance_scale, steps, scheduler, height, width, batch_size)
-    return dict(prompts=prompts, negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps, scheduler=scheduler,
+    return dict(prompts=prompts, negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps,
+                scheduler=scheduler,
                 seeds=image_seeds(seed, len(prompts)), batch_size=batch_size, height=height, width=width)
 
 @torch.no_grad()
@@ -216,14 +233,18 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
                      width=None,           # Image width in pixels (None: the model's size)
                     ):
     "`generate` one batch at a time: yields each batch's list of `Generated` as soon as it is done."
-    s = sample_settings(pipeline, prompts, negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height, width)
-    prompts, guidance_scale, steps, scheduler, seeds, height, width = (s[k] for k in ("prompts", "guidance_scale", "steps", "scheduler",
+    s = sample_settings(pipeline, prompts, negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height,
+                        width)
+    prompts, guidance_scale, steps, scheduler, seeds, height, width = (s[k] for k in ("prompts", "guidance_scale",
+                                                                                      "steps", "scheduler",
                                                                                       "seeds", "height", "width"))
     n = len(prompts)
     negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * n
-    if guidance_scale == 0: conditions, unconditions, guidance = negatives, None, 1.0  # the unconditional prediction alone
+    # the unconditional prediction alone
+    if guidance_scale == 0: conditions, unconditions, guidance = negatives, None, 1.0
     else: conditions, unconditions, guidance = prompts, negatives, float(guidance_scale)
-    warn_truncation(pipeline.tokenizer, conditions + (unconditions or []), pipeline.tokenizer.model_max_length)  # once, not per batch
+    # once, not per batch
+    warn_truncation(pipeline.tokenizer, conditions + (unconditions or []), pipeline.tokenizer.model_max_length)
     model = str(getattr(pipeline, "name_or_path", None) or "unsaved")
     adapters = getattr(pipeline, "lora_adapters", None) or []  # LoRA adapters in use (see `load_lora`)
     lora = dict(lora=[a["path"] for a in adapters], lora_scale=[a["scale"] for a in adapters]) if adapters else {}
@@ -237,7 +258,8 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
             pipeline.scheduler = make_sampler(scheduler, trained_scheduler)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_TRUNCATED)
-                x0 = pipeline(conditions[batch], negative_prompt=unconditions and unconditions[batch], guidance_scale=guidance,
+                x0 = pipeline(conditions[batch], negative_prompt=unconditions and unconditions[batch],
+                              guidance_scale=guidance,
                               num_inference_steps=steps, generator=generators, height=height, width=width,
                               latents=initial_noise(pipeline, generators, height, width), output_type="latent").images
             pipeline.scheduler = trained_scheduler
@@ -245,7 +267,8 @@ def generate_batches(pipeline,             # A `Text2ImagePipeline` (see `load_p
                 raise FloatingPointError(_non_finite(pipeline, seeds[batch], scheduler, steps, guidance_scale))
             images = tensor_to_pil(pipeline.from_model_space(x0))
             seconds = (time.perf_counter() - t0) / len(x0)
-            yield [Generated(image, dict(prompt=prompts[k], negative_prompt=negatives[k], seed=seeds[k], scheduler=scheduler,
+            yield [Generated(image, dict(prompt=prompts[k], negative_prompt=negatives[k], seed=seeds[k],
+                                         scheduler=scheduler,
                                          steps=steps, guidance_scale=guidance_scale, height=height, width=width,
                                          model=model, dtype=str(pipeline.unet.dtype).removeprefix("torch."), **lora,
                                          seconds=round(seconds, 4)))
@@ -263,7 +286,8 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
     batches = generate_batches(pipeline, prompts, **kwargs)
     results = next(batches)  # checks the parameters before a progress bar appears
     n = 1 if isinstance(prompts, str) else len(prompts)
-    with tqdm(total=n, initial=len(results), desc="images", leave=False, disable=not progress or n == len(results)) as bar:
+    with tqdm(total=n, initial=len(results), desc="images", leave=False, disable=not progress
+              or n == len(results)) as bar:
         for batch in batches:
             results += batch; bar.update(len(batch))
     return results
@@ -342,7 +366,8 @@ def load_params(png, # Path of a PNG written by `save_image` or `save_grid`
                ):
     "The parameters stored in a PNG: a dict for an image, a list of dicts (one per cell) for a grid."
     with Image.open(png) as image: text = getattr(image, "text", {})
-    if "parameters" not in text: raise ValueError(f"{png} has no text2imagegen parameters (PNG text entry 'parameters')")
+    if "parameters" not in text: raise ValueError(f"{png} has no text2imagegen parameters (PNG text entry "
+                                                  "'parameters')")
     return json.loads(text["parameters"])
 
 # %% ../nbs/03_sample.ipynb #aae6aaaa
@@ -352,11 +377,13 @@ def sweep_figure(results:dict, # {parameter value: list of `Generated`}, one col
     "A figure with one column per parameter value, prompts as rows and the time per image under each column."
     columns = list(results)
     nrows = len(results[columns[0]])
-    fig, axs = plt.subplots(nrows, len(columns), figsize=(1.3 * len(columns) + 1.2, 1.3 * nrows + 0.5), dpi=72, squeeze=False)
+    fig, axs = plt.subplots(nrows, len(columns), figsize=(1.3 * len(columns) + 1.2, 1.3 * nrows + 0.5), dpi=72,
+                            squeeze=False)
     for j, value in enumerate(columns):
         for i, g in enumerate(results[value]):
             axs[i, j].imshow(g.image, interpolation="nearest"); axs[i, j].set_xticks([]); axs[i, j].set_yticks([])
-            if j == 0: axs[i, j].set_ylabel(textwrap.fill(g.params["prompt"] or "(empty)", 18), fontsize=7, rotation=0, ha="right", va="center")
+            if j == 0: axs[i, j].set_ylabel(textwrap.fill(g.params["prompt"] or "(empty)", 18), fontsize=7, rotation=0,
+                                            ha="right", va="center")
         axs[0, j].set_title(f"{name}\n{value}", fontsize=8)
         seconds = np.mean([g.params["seconds"] for g in results[value]])
         axs[-1, j].set_xlabel(f"{seconds:.3f} s/image", fontsize=7)
@@ -409,9 +436,12 @@ def _slug(text, n=40): return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-"
 def _read_prompts(prompt_file) -> list:
     "The non-blank lines of a UTF-8 text file, stripped (only newlines separate prompts)."
     path = Path(prompt_file)
-    if not path.is_file(): raise FileNotFoundError(f"--prompt-file {path}: {'a folder' if path.is_dir() else 'no such file'}; give a UTF-8 text file with one prompt per line")
+    if not path.is_file(): raise FileNotFoundError(f"--prompt-file {path}: "
+                                                   f"{'a folder' if path.is_dir() else 'no such file'}; give a UTF-8 "
+                                                   "text file with one prompt per line")
     try: lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as e: raise ValueError(f"prompt_file must be UTF-8 text, one prompt per line; {prompt_file}: {e}") from None
+    except UnicodeDecodeError as e: raise ValueError("prompt_file must be UTF-8 text, one prompt per line; "
+                                                     f"{prompt_file}: {e}") from None
     return [line.strip() for line in lines if line.strip()]
 
 SAMPLE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # `t2i-sample --dtype`
@@ -421,16 +451,19 @@ def sample_device(device:str|None=None, # "cpu", "cuda", "cuda:1", "mps"; None: 
     "The device to sample on; a `ValueError` if it is not a device name or not on this machine."
     name = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try: found = torch.device(name)
-    except (RuntimeError, TypeError): raise ValueError(f"device must be cpu, cuda, cuda:N or mps; got {device!r}") from None
+    except (RuntimeError, TypeError): raise ValueError("device must be cpu, cuda, cuda:N or mps; got "
+                                                       f"{device!r}") from None
     here = {"cpu": True, "cuda": torch.cuda.is_available() and (found.index or 0) < torch.cuda.device_count(),
             "mps": torch.backends.mps.is_available()}.get(found.type, False)
-    if not here: raise ValueError(f"device {name}: no such device on this machine; use --device cpu" + (", or cuda" if torch.cuda.is_available() else ""))
+    if not here: raise ValueError(f"device {name}: no such device on this machine; use --device cpu"
+                                  + (", or cuda" if torch.cuda.is_available() else ""))
     return found
 
 # %% ../nbs/03_sample.ipynb #e2d03058
 SAMPLES_MARKER = ".text2imagegen-samples"  # in every folder `t2i-sample` writes: later calls add to it
 _SAMPLES_FILES = re.compile(r"(\d{4,})_.*\.png|grid_(\d{4,})\.png|params\.jsonl|" + re.escape(SAMPLES_MARKER)
-                            + r"|\.tmp-.+-\d+-[0-9a-f]{8}")  # what t2i-sample writes (a temporary file left by a killed run too)
+                            # what t2i-sample writes (a temporary file left by a killed run too)
+                            + r"|\.tmp-.+-\d+-[0-9a-f]{8}")
 
 def _listing(names:list, n:int=5) -> str:
     names = sorted(names)
@@ -449,13 +482,15 @@ def samples_folder(out, # the output folder asked for
                   ) -> tuple:
     "The numbers of the first image and the first grid `t2i-sample` adds to `out`: new, empty or written by it; any other folder is refused, untouched."
     out = Path(out)
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the images")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the images")
     names = [p.name for p in out.iterdir()] if out.is_dir() else []
     if names and SAMPLES_MARKER not in names and not all(_SAMPLES_FILES.fullmatch(n) for n in names):
         foreign = [n for n in names if not _SAMPLES_FILES.fullmatch(n)]
-        raise FileExistsError(f"--out {out} holds files t2i-sample did not write ({_listing(foreign)}), so nothing is written there: "
-                              "choose a new or empty --out (a folder t2i-sample wrote is added to)")
-    images = [int(m[1]) for n in names + _params_files(out / "params.jsonl") if (m := _SAMPLES_FILES.fullmatch(n)) and m[1]]
+        raise FileExistsError(f"--out {out} holds files t2i-sample did not write ({_listing(foreign)}), so nothing is "
+                              "written there: choose a new or empty --out (a folder t2i-sample wrote is added to)")
+    images = [int(m[1]) for n in names + _params_files(out / "params.jsonl") if (m := _SAMPLES_FILES.fullmatch(n))
+              and m[1]]
     grids = [int(m[2]) for n in names if (m := _SAMPLES_FILES.fullmatch(n)) and m[2]]
     return max(images, default=-1) + 1, max(grids, default=0) + 1
 
@@ -477,7 +512,8 @@ def append_rows(path, # a JSON-lines file (created if missing)
 def _open_samples_folder(out:Path):
     "Make `out` a samples folder (marked, a torn last row of params.jsonl cut off) once every check has passed."
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / SAMPLES_MARKER).exists(): write_bytes_atomically(out / SAMPLES_MARKER, b"t2i-sample adds its images here\n")
+    if not (out / SAMPLES_MARKER).exists():
+        write_bytes_atomically(out / SAMPLES_MARKER, b"t2i-sample adds its images here\n")
     params = out / "params.jsonl"
     if params.is_file() and params.stat().st_size and not params.read_bytes().endswith(b"\n"):
         os.truncate(params, params.read_bytes().rfind(b"\n") + 1)
@@ -518,44 +554,56 @@ def t2i_sample(
     command = command_line("t2i-sample", t2i_sample, locals())
     prompts = list(prompts) + (_read_prompts(prompt_file) if prompt_file else [])
     if not prompts: raise ValueError("no prompts: give them as arguments or with --prompt-file (one per line)")
-    for name, value in (("n", n), ("page", page), ("batch_size", batch_size), *((("ncols", ncols),) if ncols is not None else ())):
+    for name, value in (("n", n), ("page", page), ("batch_size", batch_size),
+                        *((("ncols", ncols),) if ncols is not None else ())):
         _check_int(name, value)
     todo = [p for p in prompts for _ in range(n)]
     image_seeds(seed, len(todo))
     adapters = [p.strip() for p in lora.split(",") if p.strip()] if lora else None
     try: scales = [float(s) for s in str(lora_scale).split(",")]
-    except ValueError: raise ValueError(f"lora_scale must be a number or comma-separated numbers, one per adapter; got {lora_scale!r}") from None
+    except ValueError: raise ValueError("lora_scale must be a number or comma-separated numbers, one per adapter; got "
+                                        f"{lora_scale!r}") from None
     if dtype not in SAMPLE_DTYPES: raise ValueError(f"dtype must be one of {', '.join(SAMPLE_DTYPES)}; got {dtype!r}")
     on, out = sample_device(device), Path(out)
     samples_folder(out)  # refuses a folder it may not write, before anything is loaded
     written, rows, grids = [], 0, []
     try:
-        pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales, config=config_folder,
+        pipeline = load_pipeline(model, lora=adapters, lora_scale=scales[0] if len(scales) == 1 else scales,
+                                 config=config_folder,
                                  dtype=SAMPLE_DTYPES[dtype])
         pipeline.to(on)
-        sample_settings(pipeline, todo, negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height, width)  # every value checked
+        # every value checked
+        sample_settings(pipeline, todo, negative_prompt, guidance_scale, steps, scheduler, seed, batch_size, height,
+                        width)
         if compile: pipeline.unet.compile()  # compiled at the first batch, again for a last batch of another size
         _open_samples_folder(out)  # every check has passed: from here on the folder is written
         first, first_grid = samples_folder(out)
         digits, page_results = max(4, len(str(first + len(todo) - 1))), []
-        print(f"writing {len(todo)} images to {out}/" + (f", numbered from {first} (after those there)" if first else ""), flush=True)
+        print(f"writing {len(todo)} images to {out}/" + (f", numbered from {first} (after those there)" if first
+                                                         else ""), flush=True)
         with tqdm(total=len(todo), desc="images", leave=False) as bar:
-            for batch in generate_batches(pipeline, todo, negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps,
-                                          scheduler=scheduler, seed=seed, batch_size=batch_size, height=height, width=width):
+            for batch in generate_batches(pipeline, todo, negative_prompt=negative_prompt,
+                                          guidance_scale=guidance_scale, steps=steps,
+                                          scheduler=scheduler, seed=seed, batch_size=batch_size, height=height,
+                                          width=width):
                 for g in batch:
                     written.append(save_image(g, out / f"{first + len(written):0{digits}d}_{_slug(g.params['prompt'])}.png"))
-                    append_rows(out / "params.jsonl", [json.dumps({"file": written[-1].name, **g.params}) + "\n"]); rows += 1
+                    append_rows(out / "params.jsonl", [json.dumps({"file": written[-1].name, **g.params})
+                                                       + "\n"]); rows += 1
                     page_results.append(g)
                     if len(page_results) == page or len(written) == len(todo):
-                        grids.append(save_grid(page_results, out / f"grid_{first_grid + len(grids):04d}.png", ncols=ncols or (n if n > 1 else None)))
+                        grids.append(save_grid(page_results, out / f"grid_{first_grid + len(grids):04d}.png",
+                                               ncols=ncols or (n if n > 1 else None)))
                         page_results = []
                 bar.update(len(batch))
     except Stopped: raise
     except KeyboardInterrupt as e:
         close_progress_bars()
-        raise Stopped(f"stopped by {signal_name(e)} after {len(written)} of {len(todo)} images: {_kept(out, written, rows, grids)}; "
-                      f"draw them again with: {command} (its images are added after those there)") from None
-    except FloatingPointError as e: raise RuntimeError(str(e)) from None  # non-finite images: a run-time error, explained
+        raise Stopped(f"stopped by {signal_name(e)} after {len(written)} of {len(todo)} images: "
+                      f"{_kept(out, written, rows, grids)}; draw them again with: {command} (its images are added "
+                      "after those there)") from None
+    # non-finite images: a run-time error, explained
+    except FloatingPointError as e: raise RuntimeError(str(e)) from None
     finally:
         if written: print(f"{len(written)} of {len(todo)} images: {written[0]} ... {written[-1].name}", flush=True)
         if grids: print(f"{len(grids)} grid(s) of up to {page}: {grids[0]} ... {grids[-1].name}", flush=True)

@@ -25,8 +25,10 @@ from .model import (SD15_MODEL, SD15_TEXT_ENCODER, Text2ImagePipeline, first_lin
 from .run_folder import write_file_atomically
 
 # %% ../nbs/01a_single_file.ipynb #c3461e75
-SD15_CONFIGS = Path(str(importlib.resources.files("text2imagegen")))/"sd15"  # SD 1.5's component configs, shipped with the package
-TOKENIZER_CACHE = ((SD15_MODEL, "tokenizer/"), (SD15_TEXT_ENCODER, ""))  # hub repositories whose cached files give SD 1.5's tokenizer
+# SD 1.5's component configs, shipped with the package
+SD15_CONFIGS = Path(str(importlib.resources.files("text2imagegen")))/"sd15"
+# hub repositories whose cached files give SD 1.5's tokenizer
+TOKENIZER_CACHE = ((SD15_MODEL, "tokenizer/"), (SD15_TEXT_ENCODER, ""))
 
 def single_file_config(config=None, # A diffusers folder of the checkpoint's architecture; None: the bundled SD 1.5 configs
                       ) -> Path:
@@ -34,14 +36,15 @@ def single_file_config(config=None, # A diffusers folder of the checkpoint's arc
     if config is None: return SD15_CONFIGS
     folder = Path(config).expanduser()
     if not (folder/"model_index.json").is_file():
-        raise FileNotFoundError(f"config folder {str(folder)!r} has no model_index.json: give a diffusers folder of the checkpoint's "
-                                f"architecture (a run's model/, or a clone of {SD15_MODEL})")
+        raise FileNotFoundError(f"config folder {str(folder)!r} has no model_index.json: give a diffusers folder of "
+                                f"the checkpoint's architecture (a run's model/, or a clone of {SD15_MODEL})")
     return folder
 
 # %% ../nbs/01a_single_file.ipynb #0b15aff1
 def _tokenizer_in(folder):
     "The CLIP tokenizer of a local folder, or None when it holds no tokenizer files."
-    if any((Path(folder)/name).is_file() for name in ("tokenizer.json", "vocab.json")): return CLIPTokenizer.from_pretrained(folder)
+    if any((Path(folder)/name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        return CLIPTokenizer.from_pretrained(folder)
 
 def single_file_tokenizer(path, # The checkpoint (named in the error)
                           config=None, # A config folder; its tokenizer/ comes first
@@ -53,10 +56,12 @@ def single_file_tokenizer(path, # The checkpoint (named in the error)
         for name in ("tokenizer.json", "vocab.json"):
             cached = try_to_load_from_cache(repo, sub + name)
             if isinstance(cached, str): return _tokenizer_in(Path(cached).parent)
-    raise FileNotFoundError(f"{Path(path).name} is a single-file checkpoint: its model configs ship with text2imagegen, but the CLIP "
-                            f"tokenizer files (vocab.json and merges.txt, or tokenizer.json) are not here and are never downloaded; give a "
-                            f"config folder holding tokenizer/ (--config-folder, or config=: a clone of {SD15_MODEL}, or a run's model/ "
-                            f"of the same architecture), or put {SD15_MODEL} or {SD15_TEXT_ENCODER} in the local Hugging Face cache")
+    raise FileNotFoundError(f"{Path(path).name} is a single-file checkpoint: its model configs ship with "
+                            "text2imagegen, but the CLIP tokenizer files (vocab.json and merges.txt, or "
+                            "tokenizer.json) are not here and are never downloaded; give a config folder holding "
+                            f"tokenizer/ (--config-folder, or config=: a clone of {SD15_MODEL}, or a run's model/ of "
+                            f"the same architecture), or put {SD15_MODEL} or {SD15_TEXT_ENCODER} in the local Hugging "
+                            "Face cache")
 
 # %% ../nbs/01a_single_file.ipynb #2573d3c5
 def load_single_file(path, # A single-file checkpoint (.safetensors, original SD key layout)
@@ -67,21 +72,27 @@ def load_single_file(path, # A single-file checkpoint (.safetensors, original SD
     path = require_safetensors(Path(path).expanduser())
     folder, tokenizer = single_file_config(config), single_file_tokenizer(path, config)
     verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # its notes on model_index.json values it has no use for (ours) are no news to the user
-    try: sd = StableDiffusionPipeline.from_single_file(str(path), config=str(folder), local_files_only=True, tokenizer=tokenizer,
-                                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False, **kwargs)
+    # its notes on model_index.json values it has no use for (ours) are no news to the user
+    diffusers_logging.set_verbosity_error()
+    try: sd = StableDiffusionPipeline.from_single_file(str(path), config=str(folder), local_files_only=True,
+                                                       tokenizer=tokenizer,
+                                                       safety_checker=None, feature_extractor=None,
+                                                       requires_safety_checker=False, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ValueError(f"{path} cannot be read as a Stable Diffusion checkpoint with the configs in {folder}: {first_line(e)}") from e
+        raise ValueError(f"{path} cannot be read as a Stable Diffusion checkpoint with the configs in {folder}: "
+                         f"{first_line(e)}") from e
     finally: diffusers_logging.set_verbosity(verbosity)
     index = json.loads((folder/"model_index.json").read_text())
-    pipe = Text2ImagePipeline(unet=sd.unet, scheduler=sd.scheduler, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, vae=sd.vae,
+    pipe = Text2ImagePipeline(unet=sd.unet, scheduler=sd.scheduler, text_encoder=sd.text_encoder,
+                              tokenizer=sd.tokenizer, vae=sd.vae,
                               sample_defaults=index.get("sample_defaults"))
     pipe.register_to_config(_name_or_path=str(path))  # what `generate` records as the model
     return with_default_sampler(pipe)
 
 # %% ../nbs/01a_single_file.ipynb #081111ad
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}  # diffusers' ResnetBlock2D -> the original ResBlock
+           # diffusers' ResnetBlock2D -> the original ResBlock
+           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 def _resnet(prefix, rest):
@@ -95,14 +106,19 @@ def ldm_unet_key(key:str, # A key of a diffusers `UNet2DConditionModel` state di
     fixed = DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"]
     if key in fixed: return fixed[key]
     n, attention_up = config["layers_per_block"] + 1, ["CrossAttn" in t for t in config["up_block_types"]]
-    rules = ((r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda i, j, rest: _resnet(f"input_blocks.{1 + i*n + j}.0.", rest)),
-             (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", lambda i, j, rest: f"input_blocks.{1 + i*n + j}.1.{rest}"),
-             (r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", lambda i, rest: f"input_blocks.{(i + 1)*n}.0.op.{rest}"),
+    rules = ((r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda i, j, rest: _resnet(f"input_blocks.{1 + i*n + j}.0.",
+                                                                                      rest)),
+             (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
+              lambda i, j, rest: f"input_blocks.{1 + i*n + j}.1.{rest}"),
+             (r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)",
+              lambda i, rest: f"input_blocks.{(i + 1)*n}.0.op.{rest}"),
              (r"mid_block\.resnets\.(\d+)\.(.+)", lambda j, rest: _resnet(f"middle_block.{2*j}.", rest)),
              (r"mid_block\.attentions\.0\.(.+)", lambda rest: f"middle_block.1.{rest}"),
-             (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda i, j, rest: _resnet(f"output_blocks.{i*n + j}.0.", rest)),
+             (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda i, j, rest: _resnet(f"output_blocks.{i*n + j}.0.",
+                                                                                    rest)),
              (r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", lambda i, j, rest: f"output_blocks.{i*n + j}.1.{rest}"),
-             (r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)", lambda i, rest: f"output_blocks.{i*n + n - 1}.{1 + attention_up[i]}.{rest}"))
+             (r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)",
+              lambda i, rest: f"output_blocks.{i*n + n - 1}.{1 + attention_up[i]}.{rest}"))
     for pattern, ldm in rules:
         if m := re.fullmatch(pattern, key): return ldm(*(int(g) if g.isdigit() else g for g in m.groups()))
     raise ValueError(f"UNet weight {key!r} has no place in the original Stable Diffusion layout")
@@ -115,23 +131,27 @@ def ldm_vae_item(key:str, # A key of a diffusers `AutoencoderKL` state dict
     if key in DIFFUSERS_TO_LDM_MAPPING["vae"]: return DIFFUSERS_TO_LDM_MAPPING["vae"][key], value
     top = len(config["up_block_types"]) - 1
     if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
-        if m[3] == "weight" and value.ndim == 2: value = value[:, :, None, None]  # linear -> the original's 1x1 convolution
+        # linear -> the original's 1x1 convolution
+        if m[3] == "weight" and value.ndim == 2: value = value[:, :, None, None]
         return f"{m[1]}.mid.attn_1.{_VAE_ATTENTION[m[2]]}.{m[3]}", value
     key = key.replace("conv_shortcut", "nin_shortcut")
     key = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", key)
     key = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", key)
     key = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", key)
     key = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{top - int(m[1])}.block.", key)
-    key = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{top - int(m[1])}.upsample.", key)
+    key = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{top - int(m[1])}.upsample.",
+                 key)
     return key, value
 
 # %% ../nbs/01a_single_file.ipynb #edf008dc
 def ldm_state_dict(pipe:Text2ImagePipeline, # A Stable-Diffusion-architecture pipeline (VAE, CLIP, no LoRA adapters loaded)
                   ) -> dict:
     "The pipeline's UNet, VAE and text encoder weights as one state dict in the original Stable Diffusion key layout."
-    if not (is_sd_architecture(pipe) and isinstance(pipe.text_encoder, CLIPTextModel)) or pipe.unet.config.class_embed_type or pipe.unet.config.addition_embed_type:
-        raise ValueError("only a Stable-Diffusion-architecture model (CLIP text encoder, VAE, no pixel shuffle, coordinate channels, "
-                         "text whitening or extra UNet embeddings) has a single-file layout; keep this model's diffusers folder")
+    if not (is_sd_architecture(pipe) and isinstance(pipe.text_encoder,
+                                                    CLIPTextModel)) or pipe.unet.config.class_embed_type or pipe.unet.config.addition_embed_type:
+        raise ValueError("only a Stable-Diffusion-architecture model (CLIP text encoder, VAE, no pixel shuffle, "
+                         "coordinate channels, text whitening or extra UNet embeddings) has a single-file layout; keep "
+                         "this model's diffusers folder")
     state = {f"model.diffusion_model.{ldm_unet_key(k, pipe.unet.config)}": v for k, v in pipe.unet.state_dict().items()}
     for k, v in pipe.vae.state_dict().items():
         k, v = ldm_vae_item(k, v, pipe.vae.config); state[f"first_stage_model.{k}"] = v
@@ -146,7 +166,8 @@ def export_single_file(model, # Run folder, pipeline folder or `Text2ImagePipeli
                       ) -> Path:
     "Write `model` as one .safetensors file in the original Stable Diffusion key layout (A1111, ComfyUI, diffusers' `from_single_file`)."
     path = Path(path).expanduser()
-    if path.suffix != ".safetensors": raise ValueError(f"{path} must end in .safetensors: a single-file checkpoint is written as safetensors")
+    if path.suffix != ".safetensors": raise ValueError(f"{path} must end in .safetensors: a single-file checkpoint is "
+                                                       "written as safetensors")
     if path.exists(): raise FileExistsError(f"{path} exists; give a new file name (it is not replaced)")
     pipe = model if isinstance(model, Text2ImagePipeline) else load_pipeline(model)
     state = ldm_state_dict(pipe)
@@ -164,5 +185,6 @@ def t2i_export(
     "Write a model as one .safetensors file in the original Stable Diffusion layout, for A1111, ComfyUI and diffusers' `from_single_file`."
     path = export_single_file(model, out, half)
     folder = Path(model)/"model" if (Path(model)/"model"/"model_index.json").is_file() else Path(model)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); its configs and tokenizer are in {folder} (--config-folder)")
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); its configs and tokenizer are in {folder} "
+          "(--config-folder)")
     return path

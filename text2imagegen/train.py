@@ -26,14 +26,15 @@ from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, default_cache_dir, styled_caption, check_templates,
-                                pick_caption, drop_captions, tensor_to_pil, image_size)
+from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, default_cache_dir,
+    styled_caption, check_templates, pick_caption, drop_captions, tensor_to_pil, image_size)
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES
 from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
-from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_atomically, split_tensors, join_tensors,
-    recover_folder, write_atomically, checkpoints, latest_checkpoint, intact_checkpoint, resume_checkpoint, save_checkpoint,
-    load_checkpoint, LOG_COLUMNS, read_log, log_line, start_log, append_log, plot_loss_curve, RunLock, recover_run,
-    check_output_dir, clear_run_folder, mark_run_folder, is_run_folder, checkpoint_step, checkpoint_json, free_space, pid_running)
+from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_atomically, split_tensors,
+    join_tensors, recover_folder, write_atomically, checkpoints, latest_checkpoint, intact_checkpoint,
+    resume_checkpoint, save_checkpoint, load_checkpoint, LOG_COLUMNS, read_log, log_line, start_log, append_log,
+    plot_loss_curve, RunLock, recover_run, check_output_dir, clear_run_folder, mark_run_folder, is_run_folder,
+    checkpoint_step, checkpoint_json, free_space, pid_running)
 from .cli import Stopped, signal_name, interrupt_signals, run_command
 from .loss import *
 from .train_config import *
@@ -52,8 +53,9 @@ def check_launcher():
     "Refuse a launch under DeepSpeed or FSDP (`accelerate launch` with them configured): the trainer runs plain DDP."
     used = [name for name, var in (("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"), ("FSDP", "ACCELERATE_USE_FSDP"))
             if os.environ.get(var, "false").lower() in ("1", "true", "yes")]
-    if used: raise ValueError(f"Launched with {used[0]}, which this trainer does not support: it trains with plain data parallelism (DDP). "
-                              "Launch with `accelerate launch --multi_gpu` (or an accelerate config without DeepSpeed and FSDP)")
+    if used: raise ValueError(f"Launched with {used[0]}, which this trainer does not support: it trains with plain "
+                              "data parallelism (DDP). Launch with `accelerate launch --multi_gpu` (or an accelerate "
+                              "config without DeepSpeed and FSDP)")
 
 class Trainer:
     "One training run of a `TrainConfig` on `accelerate`: data, caches, model, optimizer, EMA, logs, checkpoints."
@@ -64,14 +66,16 @@ class Trainer:
                 ):
         self.callbacks = trainer_callbacks(callbacks)  # the built-in ones and these, by `order`
         self.warmup_given = config.warmup_steps is not None
-        given, config = config, resolve_defaults(config)  # the preset's values for the fields left None: resolved once, here
+        # the preset's values for the fields left None: resolved once, here
+        given, config = config, resolve_defaults(config)
         self.sources = None if sources is None else filled_sources(given, config, sources)
         self.config, self.run_dir, self.t_start, self.command = config, Path(config.output_dir), time.time(), command
         if config.num_threads: torch.set_num_threads(config.num_threads)
         if config.allow_tf32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         check_launcher()
         AcceleratorState._reset_state()  # a new run in the same process may use another mixed precision
-        self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+        self.accelerator = acc = Accelerator(mixed_precision=config.mixed_precision,
+                                             gradient_accumulation_steps=config.grad_accum)
         config = self.config = split_global_batch(config, acc.num_processes)
         acc.gradient_accumulation_steps = config.grad_accum
         if config.mixed_precision is None:  # accelerate's configuration decided: recorded
@@ -91,11 +95,13 @@ class Trainer:
             if config.prediction_type is None:  # recorded: the model's own
                 config.prediction_type = self.pipe.scheduler.config.prediction_type
                 if self.sources: self.sources["prediction_type"] = "model"
-            frozen = ("text_encoder", "vae") + (("unet",) if config.lora_rank else ())  # a LoRA run freezes the UNet base too
+            # a LoRA run freezes the UNet base too
+            frozen = ("text_encoder", "vae") + (("unet",) if config.lora_rank else ())
             self.originals = frozen_originals(self.pipe, frozen) if self.dtype != torch.float32 else {}
             freeze_encoders(self.pipe, self.device, self.dtype)
             self.noise_scheduler = training_noise_scheduler(self.pipe)
-            self.timestep_weights = timestep_weights(self.noise_scheduler.config.num_train_timesteps, config.timestep_bias,
+            self.timestep_weights = timestep_weights(self.noise_scheduler.config.num_train_timesteps,
+                                                     config.timestep_bias,
                                                      config.timestep_bias_multiplier, config.timestep_bias_portion)
             self.phase = "filling the caches"
             self.setup_data()
@@ -105,8 +111,9 @@ class Trainer:
             if config.resume: self.phase = "resuming"; self.resume()
         except KeyboardInterrupt as e:
             self.release()
-            raise Stopped(f"stopped by {signal_name(e)} while {self.phase}: nothing was trained and {self.run_dir} is as it was "
-                          f"found; run the same command to {'resume' if config.resume else 'start'} again") from None
+            raise Stopped(f"stopped by {signal_name(e)} while {self.phase}: nothing was trained and {self.run_dir} is "
+                          "as it was found; run the same command to "
+                          f"{'resume' if config.resume else 'start'} again") from None
         except BaseException: self.release(); raise
 
 # %% ../nbs/02_train.ipynb #5b4b8ca2
@@ -121,9 +128,11 @@ def check_run_dir(self:Trainer) -> Path|None:
     saved = checkpoint_json(ckpt, "config") or json.loads((self.run_dir/"config.json").read_text())
     fixed, _ = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
     if fixed:
-        raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, its data or their order: "
+        raise ValueError(f"Cannot resume {self.run_dir} from {ckpt.name} with changed settings that define the model, "
+                         "its data or their order: "
                          + "; ".join(f"{k}: {b!r} -> {n!r}" for k, (b, n) in fixed.items())
-                         + f". Resume with the run's own values ({self.run_dir/'config.json'}), or start a new run in another --output-dir")
+                         + f". Resume with the run's own values ({self.run_dir/'config.json'}), or start a new run in "
+                           "another --output-dir")
     return ckpt
 
 @patch
@@ -131,7 +140,8 @@ def claim_run_dir(self:Trainer) -> RunLock|None:
     "The main process locks the run folder (made if missing: removed again if the run ends before its first step) and recovers interrupted writes."
     lock = None
     if self.is_main:
-        self.made_dirs = [p for p in [self.run_dir, *self.run_dir.absolute().parents] if not p.exists()]  # deepest first
+        # deepest first
+        self.made_dirs = [p for p in [self.run_dir, *self.run_dir.absolute().parents] if not p.exists()]
         lock = RunLock(self.run_dir).acquire()
         recover_run(self.run_dir)
     self.accelerator.wait_for_everyone()
@@ -154,12 +164,15 @@ def load_data(self:Trainer):
     cfg, processes = self.config, self.accelerator.num_processes
     self.train_set, self.heldout = load_images(cfg)
     if len(self.train_set) < cfg.batch_size * processes:
-        raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of {cfg.batch_size} x {processes} process(es): "
-                         f"lower --batch-size to at most {max(1, len(self.train_set) // processes)}, or add images")
+        raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of {cfg.batch_size} x "
+                         f"{processes} process(es): lower --batch-size to at most "
+                         f"{max(1, len(self.train_set) // processes)}, or add images")
     self.data_digest = fingerprint(images_digest(self.train_set), self.train_set.captions, list(self.heldout.ids))
-    if self.resume_from is not None and checkpoint_json(self.resume_from, "data_digest") not in (None, self.data_digest):
-        raise ValueError(f"Cannot resume {self.run_dir} from {self.resume_from.name}: the training data (its images, captions or held-out "
-                         "split) differ from the checkpoint's. Resume with the run's own data, or start a new run in another --output-dir")
+    if self.resume_from is not None and checkpoint_json(self.resume_from,
+                                                        "data_digest") not in (None, self.data_digest):
+        raise ValueError(f"Cannot resume {self.run_dir} from {self.resume_from.name}: the training data (its images, "
+                         "captions or held-out split) differ from the checkpoint's. Resume with the run's own data, or "
+                         "start a new run in another --output-dir")
 
 @patch
 def setup_data(self:Trainer):
@@ -178,13 +191,17 @@ def setup_data(self:Trainer):
     shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
                   token=str(int(self.main_value(os.getpid()))))
     trained = self.trained_captions(total, per_epoch)  # the cache holds exactly the captions the run draws
-    self.captions = (LiveCaptions if cfg.lora_text_encoder else CaptionCache)(self.pipe, trained + [c for cs in val_set.captions for c in cs], root, **shards)
+    self.captions = (LiveCaptions if cfg.lora_text_encoder else CaptionCache)(self.pipe, trained
+                                                                              + [c for cs in val_set.captions
+                                                                                 for c in cs], root, **shards)
     whitened = fit_text_whitening(self.pipe, self.captions, trained)
     cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
     enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
-    if cache and self.buckets: self.latents = BucketLatents(self.pipe, self.train_set, self.buckets, self.transform, root, **enc)
+    if cache and self.buckets: self.latents = BucketLatents(self.pipe, self.train_set, self.buckets, self.transform,
+                                                            root, **enc)
     else: self.latents = LatentCache(self.pipe, self.train_set, self.transform, root, **enc) if cache else None
-    self.batches = MicroBatches(self.train_set, self.latents, self.transform, cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed, self.buckets)
+    self.batches = MicroBatches(self.train_set, self.latents, self.transform, cfg.batch_size, acc.num_processes,
+                                acc.process_index, cfg.seed, self.buckets)
     val = LatentCache(self.pipe, val_set, ImageTransform(cfg.resolution), root, **enc).read(slice(None))  # square crops
     self.val_x0 = val if val.is_floating_point() else encode_images(self.pipe, val)
     n, g = len(val_set), torch.Generator().manual_seed(cfg.seed + 1)
@@ -192,10 +209,11 @@ def setup_data(self:Trainer):
     self.val_t = torch.linspace(0, self.noise_scheduler.config.num_train_timesteps - 1, n).round().long()
     self.val_ids = self.captions.ids([cs[0] for cs in val_set.captions])
     buckets = f"; buckets (width x height: images) {', '.join(f'{w}x{h}: {len(i)}' for (w, h), i in self.buckets.items())}" if self.buckets else ""
-    if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the validation loss), "
-                           f"{len(self.captions)} unique captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; "
-                           f"caches in {root} ({self.captions.encoded} captions, {self.latents.encoded if cache else 0} images encoded "
-                           f"here; latents {'cached' if cache else 'computed per step'}){buckets} ({time.time() - self.t_start:.0f} s)")
+    if self.is_main: print(f"Data: {len(self.train_set)} training and {len(self.heldout)} held-out images ({n} for the "
+                           f"validation loss), {len(self.captions)} unique "
+                           f"captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; caches in {root} ({self.captions.encoded} captions, {self.latents.encoded if cache else 0} images encoded "
+                           f"here; latents {'cached' if cache else 'computed per step'}){buckets} "
+                           f"({time.time() - self.t_start:.0f} s)")
 
 # %% ../nbs/02_train.ipynb #ab0c0012
 @patch
@@ -203,19 +221,23 @@ def bucket_images(self:Trainer) -> dict:
     "{(width, height): training image indices}: the images by aspect ratio, each bucket a global batch or more."
     cfg = self.config
     self.image_sizes, self.bucket_step = self.train_set.sizes(), bucket_step(cfg.resolution, self.pipe.size_multiple)
-    return image_buckets(self.image_sizes, cfg.resolution, self.bucket_step, cfg.batch_size * self.accelerator.num_processes)
+    return image_buckets(self.image_sizes, cfg.resolution, self.bucket_step,
+                         cfg.batch_size * self.accelerator.num_processes)
 
 @patch
 def write_buckets(self:Trainer) -> Path:
     "Record the buckets (`buckets.json`): each bucket's size and images, each training image's size, bucket, resized size and crop box."
     cfg, batch = self.config, self.config.batch_size * self.accelerator.num_processes
-    record = dict(resolution=cfg.resolution, step=self.bucket_step, max_ratio=BUCKET_MAX_RATIO, global_batch=batch, crop=cfg.crop,
-                  buckets=[dict(size=list(size), images=len(idx), batches_per_epoch=len(idx) // batch) for size, idx in self.buckets.items()],
+    record = dict(resolution=cfg.resolution, step=self.bucket_step, max_ratio=BUCKET_MAX_RATIO, global_batch=batch,
+                  crop=cfg.crop,
+                  buckets=[dict(size=list(size), images=len(idx), batches_per_epoch=len(idx) // batch)
+                           for size, idx in self.buckets.items()],
                   images={})
     for size, idx in self.buckets.items():
         for i in idx:  # a random crop is drawn anew every epoch: no box
             resized, box = ImageTransform(size).crop_box(*self.image_sizes[i])
-            record["images"][self.train_set.ids[i]] = dict(size=list(self.image_sizes[i]), bucket=list(size), resized=list(resized),
+            record["images"][self.train_set.ids[i]] = dict(size=list(self.image_sizes[i]), bucket=list(size),
+                                                           resized=list(resized),
                                                            crop=list(box) if cfg.crop == "center" else None)
     write_text_atomically(self.run_dir/"buckets.json", json.dumps(record))
     return self.run_dir/"buckets.json"
@@ -225,8 +247,10 @@ def write_buckets(self:Trainer) -> Path:
 def check_sampling(self:Trainer):
     "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, its default scheduler)."
     cfg, defaults = self.config, {**FALLBACK_DEFAULTS, **(self.pipe.config.get("sample_defaults") or {})}
-    try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None else cfg.guidance_scale,
-                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sampler or defaults["scheduler"], *self.pipe.default_size, 16)
+    try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None
+                      else cfg.guidance_scale,
+                      defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sampler
+                      or defaults["scheduler"], *self.pipe.default_size, 16)
     except ValueError as e: raise ValueError(f"The sample grids cannot be drawn: {e}") from e
 
 # %% ../nbs/02_train.ipynb #6a0b2c01
@@ -238,7 +262,8 @@ def heldout_examples(images:ImageSet, # the held-out split
     "(captions, real images as PIL, image ids) of `n` held-out images chosen with `seed`, one caption each."
     picks = sorted(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False).tolist())
     captions = [pick_caption(images.captions[i], 0, i, seed) for i in picks]
-    return captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks], [images.ids[i] for i in picks]
+    return captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks], [images.ids[i]
+                                                                                                   for i in picks]
 
 # %% ../nbs/02_train.ipynb #234c3dc2
 def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
@@ -251,7 +276,8 @@ def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
     if name == "adamw": return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if name == "adamw8bit":
         try: import bitsandbytes as bnb
-        except ImportError as e: raise ImportError("optimizer 'adamw8bit' needs bitsandbytes: pip install bitsandbytes") from e
+        except ImportError as e: raise ImportError("optimizer 'adamw8bit' needs bitsandbytes: pip install "
+                                                   "bitsandbytes") from e
         return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
     return getattr(torch.optim, name)(params, lr=lr, weight_decay=weight_decay)
 
@@ -309,10 +335,12 @@ def batch_inputs(self:Trainer, k:int) -> tuple:
     if not self.config.num_workers: epoch, idx, x = self.batches[k]
     else:
         if getattr(self, "_next_k", None) != k:  # (re)start the workers at micro-batch k
-            self._reader = iter(DataLoader(self.batches, batch_size=None, sampler=range(k, 2**62), num_workers=self.config.num_workers,
+            self._reader = iter(DataLoader(self.batches, batch_size=None, sampler=range(k, 2**62),
+                                           num_workers=self.config.num_workers,
                                            pin_memory=self.device.type == "cuda"))
         epoch, idx, x = next(self._reader); self._next_k = k + 1
-    x0 = x.to(self.device, non_blocking=True) if x.is_floating_point() else encode_images(self.pipe, x, self.device, self.dtype)
+    x0 = x.to(self.device, non_blocking=True) if x.is_floating_point() else encode_images(self.pipe, x, self.device,
+                                                                                          self.dtype)
     return epoch, idx, x0.to(self.device)
 
 @patch
@@ -326,13 +354,15 @@ def trained_caption(self:Trainer, i:int, epoch:int) -> str:
     "Training image `i`'s caption in `epoch`: one of its captions (`pick_caption`), styled as the config says (`styled_caption`)."
     cfg = self.config
     caption = pick_caption(self.train_set.captions[i], epoch, i, cfg.seed)
-    return styled_caption(caption, epoch, i, cfg.seed, cfg.caption_template, cfg.shuffle_tags, cfg.keep_tags, cfg.tag_dropout)
+    return styled_caption(caption, epoch, i, cfg.seed, cfg.caption_template, cfg.shuffle_tags, cfg.keep_tags,
+                          cfg.tag_dropout)
 
 @patch
 def trained_captions(self:Trainer, total_steps:int, per_epoch:int) -> list:
     "Every caption the run trains on: each image's captions, or, when captions are styled, each image's caption of every epoch the run reaches."
     cfg, per_epoch = self.config, max(1, per_epoch)
-    if not (cfg.caption_template or cfg.shuffle_tags or cfg.tag_dropout): return [c for cs in self.train_set.captions for c in cs]
+    if not (cfg.caption_template or cfg.shuffle_tags or cfg.tag_dropout):
+        return [c for cs in self.train_set.captions for c in cs]
     epochs = (total_steps * cfg.grad_accum - 1) // per_epoch + 1
     return [self.trained_caption(i, e) for e in range(epochs) for i in range(len(self.train_set))]
 
@@ -346,10 +376,13 @@ def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
     noise = torch.randn(x0.shape, generator=g).to(self.device)
     t = torch.multinomial(self.timestep_weights, len(idx), replacement=True, generator=g).to(self.device)
     if cfg.noise_offset:  # one constant per image and channel (diffusers' noise offset)
-        noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1,) * (x0.dim() - 2), generator=g).to(self.device)
-    perturbed = noise + cfg.input_perturbation * torch.randn(x0.shape, generator=g).to(self.device) if cfg.input_perturbation else None
+        noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1,) * (x0.dim() - 2),
+                                                       generator=g).to(self.device)
+    perturbed = noise + cfg.input_perturbation * torch.randn(x0.shape,
+                                                             generator=g).to(self.device) if cfg.input_perturbation else None
     with acc.autocast():
-        return batch_loss(self.pipe, self.unet, self.noise_scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma, perturbed)
+        return batch_loss(self.pipe, self.unet, self.noise_scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma,
+                          perturbed)
 
 # %% ../nbs/02_train.ipynb #2cf2f11a
 @patch
@@ -362,12 +395,14 @@ def train_step(self:Trainer) -> float:
             self.callback("after_loss")  # (may replace `self.loss`)
             loss = self.loss
             mean = acc.reduce(loss.detach().clone(), "mean")
-            if not torch.isfinite(mean): raise FloatingPointError(self.nan_message(f"Training loss became {mean.item()}"))
+            if not torch.isfinite(mean):
+                raise FloatingPointError(self.nan_message(f"Training loss became {mean.item()}"))
             acc.backward(loss)
             if acc.sync_gradients:
                 norm = acc.clip_grad_norm_(self.trainable, self.config.max_grad_norm)  # the same on every process
                 if acc.scaler is None and not torch.isfinite(norm):  # (fp16's loss scaler skips such steps itself)
-                    raise FloatingPointError(self.nan_message(f"Gradients became non-finite (norm {norm.item()}) with a finite loss"))
+                    raise FloatingPointError(self.nan_message(f"Gradients became non-finite (norm {norm.item()}) with "
+                                                              "a finite loss"))
             self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
         self.micro_batch += 1; losses.append(mean)
     self.lr_scheduler.step()
@@ -378,7 +413,8 @@ def train_step(self:Trainer) -> float:
 def nan_message(self:Trainer, what:str) -> str:
     ckpt, lower = latest_checkpoint(self.run_dir), f"{self.config.lr / 10:g}"
     return (f"{what} at step {self.step + 1}; stopping before it reached the weights. "
-            + (f"The last good checkpoint is {ckpt}: resume from it with a lower learning rate (--resume --lr {lower}; resume=True, lr={lower})"
+            + (f"The last good checkpoint is {ckpt}: resume from it with a lower learning rate (--resume --lr {lower}; "
+               f"resume=True, lr={lower})"
                if ckpt else f"No checkpoint was written yet: start again with a lower learning rate (--lr {lower})"))
 
 # %% ../nbs/02_train.ipynb #1578aba1
@@ -403,7 +439,8 @@ def val_loss(self:Trainer) -> float:
             sl = slice(i, i + bs)
             hidden, pooled = self.captions.lookup(self.val_ids[sl], self.device, self.dtype)
             loss = batch_loss(self.pipe, unet, self.noise_scheduler, self.val_x0[sl].to(self.device), hidden, pooled,
-                              self.val_noise[sl].to(self.device), self.val_t[sl].to(self.device), self.config.min_snr_gamma)
+                              self.val_noise[sl].to(self.device), self.val_t[sl].to(self.device),
+                              self.config.min_snr_gamma)
             total += loss.item() * len(self.val_x0[sl])
     return total / len(self.val_x0)
 
@@ -418,7 +455,8 @@ def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real
                            guidance_scale=self.config.guidance_scale, steps=self.config.sample_steps,
                            scheduler=self.config.sampler, progress=False)
     params = {k: results[0].params[k] for k in ("scheduler", "steps", "guidance_scale")}
-    info = PngInfo(); info.add_text("params", json.dumps({"prompts": prompts, "seeds": seeds, "step": self.step, **params,
+    info = PngInfo(); info.add_text("params", json.dumps({"prompts": prompts, "seeds": seeds, "step": self.step,
+                                                          **params,
                                                           **({"real_image_ids": real_ids} if real_ids else {})}))
     images, captions = [r.image for r in results], [r.params["prompt"] for r in results]
     if real: images, captions = list(real) + images, [f"real: {p}" for p in prompts] + captions
@@ -452,10 +490,15 @@ def load_trained_weights(self:Trainer, weights:dict):
 
 # %% ../nbs/02_train.ipynb #803f6e7c
 RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
-                "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights", "val_size",  # the data
-                "crop", "flip", "buckets", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",  # its order, the EMA and optimizer in the checkpoint
-                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_text_encoder", "lora_dora")  # the adapters in the checkpoint
-RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")  # rebuild the LR schedule from the step reached
+                # the data
+                "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights",
+                "val_size",
+                # its order, the EMA and optimizer in the checkpoint
+                "crop", "flip", "buckets", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",
+                # the adapters in the checkpoint
+                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_text_encoder", "lora_dora")
+# rebuild the LR schedule from the step reached
+RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")
 
 def same_source(a:str, b:str) -> bool:
     "Whether two `data` values name the same source: equal, or the same local folder or file (a trailing slash, relative or absolute)."
@@ -467,23 +510,27 @@ def resume_changes(before:dict, # the config the checkpoint was trained with (as
                    now:dict, # this run's config (as JSON)
                   ) -> tuple:
     "(fixed, applied): the settings that differ, as {name: [before, now]}; `fixed` ones cannot change on resume."
-    diff = {k: [before[k], v] for k, v in now.items() if k in before and k not in ("resume", "overwrite") and before[k] != v}
+    diff = {k: [before[k], v] for k, v in now.items() if k in before and k not in ("resume", "overwrite")
+            and before[k] != v}
     if "data" in diff and same_source(*diff["data"]): del diff["data"]
-    return {k: d for k, d in diff.items() if k in RESUME_FIXED}, {k: d for k, d in diff.items() if k not in RESUME_FIXED}
+    return {k: d for k, d in diff.items() if k in RESUME_FIXED}, {k: d for k, d in diff.items()
+                                                                  if k not in RESUME_FIXED}
 
 @patch
 def resume(self:Trainer):
     "Continue from the latest checkpoint of the run folder, if there is one, applying any changed settings that may change."
     cfg, ckpt = self.config, self.resume_from
     try: weights, state = load_checkpoint(ckpt)
-    except Exception as e: raise RuntimeError(f"{ckpt} cannot be read ({e}); move it aside to resume from the one before") from e
+    except Exception as e: raise RuntimeError(f"{ckpt} cannot be read ({e}); move it aside to resume from the "
+                                              "one before") from e
     saved = state.get("config") or json.loads((self.run_dir/"config.json").read_text())
     _, applied = resume_changes(saved, json.loads(json.dumps(asdict(cfg))))
     self.load_trained_weights(weights)
     self.step, self.micro_batch = state["step"], state["micro_batch"]
     if not {"max_steps", "epochs"} & set(applied): self.total_steps = state["total_steps"]  # else: the new budget
     if self.total_steps is not None and self.total_steps < self.step:
-        raise ValueError(f"max_steps/epochs give {self.total_steps} steps, but {ckpt.name} is at step {self.step}: resume with more")
+        raise ValueError(f"max_steps/epochs give {self.total_steps} steps, but {ckpt.name} is at step {self.step}: "
+                         "resume with more")
     self.make_lr_scheduler(self.total_steps, last_step=self.step)
     self.lr_scheduler.load_state_dict(state["lr_scheduler"])
     self.optimizer.load_state_dict(state["optimizer"])  # after the scheduler: restores the exact lr too
@@ -492,11 +539,14 @@ def resume(self:Trainer):
         self.make_lr_scheduler(self.total_steps, last_step=self.step)  # the new schedule, from the step reached
     if self.ema is not None: self.ema.load_state_dict(state["ema"]); self.ema.to(self.ema_device)
     w = getattr(self.pipe, "text_whitening", None)
-    if w is not None and state.get("text_whitening") is not None: w.load_state_dict(state["text_whitening"])  # the conditioning trained with
+    # the conditioning trained with
+    if w is not None and state.get("text_whitening") is not None: w.load_state_dict(state["text_whitening"])
     torch.set_rng_state(state["torch_rng"])
-    if torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     self.resumed = dict(step=self.step, checkpoint=ckpt.name, changed=applied)
-    if self.is_main: print(f"Resumed from {ckpt} at step {self.step}" + (f"; changed from here on: {_changes(applied)}" if applied else ""))
+    if self.is_main: print(f"Resumed from {ckpt} at step {self.step}"
+                           + (f"; changed from here on: {_changes(applied)}" if applied else ""))
 
 def _changes(applied:dict) -> str: return ", ".join(f"{k} {b!r} -> {n!r}" for k, (b, n) in applied.items())
 
@@ -512,10 +562,13 @@ def trainer_callbacks(callbacks:list=(), # objects with some of the `CALLBACK_EV
     "The built-in callbacks and `callbacks`, sorted by `order` (equal orders keep the order given)."
     callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
     for cb in callbacks:
-        if isinstance(cb, type): raise TypeError(f"callbacks takes instances: {cb.__name__}() rather than {cb.__name__}")
+        if isinstance(cb, type): raise TypeError(f"callbacks takes instances: {cb.__name__}() rather than "
+                                                 f"{cb.__name__}")
         if not any(callable(getattr(cb, e, None)) for e in CALLBACK_EVENTS):
-            raise TypeError(f"The callback {cb!r} has none of the events; define one or more of: {', '.join(CALLBACK_EVENTS)}")
-    return sorted([LogCallback(), ValidationCallback(), CheckpointCallback(), *callbacks], key=lambda cb: getattr(cb, "order", 0))
+            raise TypeError(f"The callback {cb!r} has none of the events; define one or more of: "
+                            f"{', '.join(CALLBACK_EVENTS)}")
+    return sorted([LogCallback(), ValidationCallback(), CheckpointCallback(), *callbacks],
+                  key=lambda cb: getattr(cb, "order", 0))
 
 @patch
 def callback(self:Trainer, event:str):
@@ -531,7 +584,8 @@ class LogCallback(Callback):
     def after_step(self, trainer):
         if not trainer.is_main: return
         epoch = trainer.micro_batch / max(1, trainer.batches.per_epoch)
-        append_log(trainer.log, dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss, val_loss=trainer.step_val_loss,
+        append_log(trainer.log, dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss,
+                                     val_loss=trainer.step_val_loss,
                                      lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s))
 
 class ValidationCallback(Callback):
@@ -546,7 +600,8 @@ class CheckpointCallback(Callback):
     "A checkpoint every `checkpoint_every` steps and at the last (main process)."
     order = -10
     def after_step(self, trainer):
-        if trainer.is_main and (trainer.step % trainer.config.checkpoint_every == 0 or trainer.last): trainer.checkpoint()
+        if trainer.is_main and (trainer.step % trainer.config.checkpoint_every == 0 or trainer.last):
+            trainer.checkpoint()
 
 @patch
 def done(self:Trainer) -> bool: return self.step >= self.total_steps
@@ -573,7 +628,8 @@ def open_run_folder(self:Trainer):
     if self.folder_open: return
     cfg, run = self.config, self.run_dir
     if self.is_main:
-        if cfg.overwrite and not cfg.resume: clear_run_folder(run)  # the old run stays until this run has trained a step
+        # the old run stays until this run has trained a step
+        if cfg.overwrite and not cfg.resume: clear_run_folder(run)
         mark_run_folder(run); cfg.save(run/"config.json"); self.write_heldout()
         if self.buckets: self.write_buckets()
         if self.sources: write_text_atomically(run/"config_sources.json", json.dumps(self.sources, indent=2))
@@ -597,7 +653,8 @@ def fit(self:Trainer) -> Path:
     cfg, acc = self.config, self.accelerator
     try:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
-        self.loss = self.step_loss = self.step_val_loss = self.images_per_s = None; self.last = False  # each step's state
+        # each step's state
+        self.loss = self.step_loss = self.step_val_loss = self.images_per_s = None; self.last = False
         self.callback("before_fit")
         self.bar = bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
         speed, capped = None, False
@@ -610,7 +667,8 @@ def fit(self:Trainer) -> Path:
                 speed = dt if speed is None else 0.9 * speed + 0.1 * dt
                 capped = self.capped()
                 self.images_per_s, self.last = images_per_step / speed, self.done() or capped
-                self.step_val_loss = self.val_loss() if self.step % cfg.val_every == 0 or self.last else None  # on every process
+                # on every process
+                self.step_val_loss = self.val_loss() if self.step % cfg.val_every == 0 or self.last else None
                 self.callback("after_step")
                 bar.update(); bar.set_postfix(loss=f"{self.step_loss:.4f}", images_per_s=f"{self.images_per_s:.0f}")
                 if self.stop_requested(): bar.close(); self.stop(); self.callback("after_fit"); return self.run_dir
@@ -619,10 +677,12 @@ def fit(self:Trainer) -> Path:
         if capped and self.is_main:
             print(f"Stopped by the {self.config.max_minutes:g}-minute cap at step {self.step} of {self.total_steps} "
                   f"({self.step / self.total_steps:.0%}); the model so far is saved. Finish the run with: "
-                  f"{self.command or f'the same config with resume=True (output_dir={str(self.run_dir)!r})'}", flush=True)
+                  f"{self.command or f'the same config with resume=True (output_dir={str(self.run_dir)!r})'}",
+                  flush=True)
         self.callback("after_fit")
         return self.run_dir
-    except KeyboardInterrupt as e:  # outside the loop's own handling: before the first step, or while the model is saved
+    # outside the loop's own handling: before the first step, or while the model is saved
+    except KeyboardInterrupt as e:
         where = "while saving the model" if self.done() else f"at step {self.step}"
         raise Stopped(f"stopped by {signal_name(e)} {where}: {self.how_to_continue()}") from None
     except DiskFull as e: raise DiskFull(e.path, e.needed, then=f"free some space; {self.how_to_continue()}") from None
@@ -656,8 +716,8 @@ def stop(self:Trainer) -> Path:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None or checkpoint_step(ckpt) != self.step: ckpt = self.checkpoint()
         command = self.command or f"the same config with resume=True (output_dir={str(self.run_dir)!r})"
-        print(f"Stopped by {self.stop_signal or 'a signal to another process'} at step {self.step}; checkpoint: {ckpt}\n"
-              f"Continue with: {command}", flush=True)
+        print(f"Stopped by {self.stop_signal or 'a signal to another process'} at step {self.step}; checkpoint: "
+              f"{ckpt}\nContinue with: {command}", flush=True)
     self.accelerator.wait_for_everyone()
     return self.run_dir
 
@@ -675,7 +735,8 @@ def save_model(self:Trainer, folder:Path) -> Path:
     with self.ema_weights() as unet:
         if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
         adapted = {"unet": unet, **({"text_encoder": self.pipe.text_encoder} if self.config.lora_text_encoder else {})}
-        save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya, text_encoder=adapted.get("text_encoder"), dtype=self.config.lora_save_dtype)
+        save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya, text_encoder=adapted.get("text_encoder"),
+                  dtype=self.config.lora_save_dtype)
         plain = {name: without_lora(part, merge=self.config.merge_lora) for name, part in adapted.items()}
     self.pipe.register_modules(**plain)
     try: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
@@ -697,19 +758,23 @@ def finish(self:Trainer) -> Path:
     if self.is_main:
         self.log.close()
         run = self.run_dir
-        untouched = self.resumed is not None and self.resumed["step"] == self.step  # resumed at its last step: redo only what is missing
+        # resumed at its last step: redo only what is missing
+        untouched = self.resumed is not None and self.resumed["step"] == self.step
         if not (untouched and (run/"model"/"model_index.json").exists()): self.save_model(run/"model")
         if not (untouched and (run/"samples"/"final.png").exists()):
             if self.examples is None: self.sample_grid(unseen_prompts(self.config), run/"samples"/"final.png")
-            else: self.sample_grid(self.examples[0], run/"samples"/"final.png", real=self.examples[1], real_ids=self.examples[2])
+            else: self.sample_grid(self.examples[0], run/"samples"/"final.png", real=self.examples[1],
+                                   real_ids=self.examples[2])
         plot_loss_curve(run/"log.csv", run/"loss_curve.png")
         minutes = (time.time() - self.t_start) / 60
         print(f"Trained {self.step} steps in {minutes:.1f} min. Run folder: {run}\n"
               f"  model (EMA weights, diffusers format): {run/'model'}\n"
-              + (f"  LoRA adapter (diffusers format{', and Kohya keys' if self.config.lora_kohya else ''}): {run/'lora'}\n" if self.config.lora_rank else "")
+              + (f"  LoRA adapter (diffusers format{', and Kohya keys' if self.config.lora_kohya else ''}): "
+                 f"{run/'lora'}\n" if self.config.lora_rank else "")
               + f"  config: {run/'config.json'}\n"
               f"  log: {run/'log.csv'}\n  loss curve: {run/'loss_curve.png'}\n  held-out images: {run/'heldout.json'}\n"
-              f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: {run/'checkpoints'}")
+              f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: "
+              f"{run/'checkpoints'}")
     self.accelerator.wait_for_everyone()
     return self.run_dir
 
@@ -724,7 +789,8 @@ def train(config:TrainConfig, # the run's config
 def _resume_command(argv:list, # the command-line arguments of the run
                    ) -> str:
     "The `t2i-train` command line that continues the run of `argv`: the same flags, then --resume."
-    return shlex.join(["t2i-train", *[a for a in argv if a not in ("--resume", "--no-resume", "--overwrite", "--no-overwrite")], "--resume"])
+    return shlex.join(["t2i-train", *[a for a in argv if a not in ("--resume", "--no-resume", "--overwrite",
+                                                                   "--no-overwrite")], "--resume"])
 
 
 # %% ../nbs/02_train.ipynb #758fadd1
@@ -732,7 +798,8 @@ def data_summary(config:TrainConfig) -> tuple:
     "(text, training images or None, the first training images' captions): what the run would train on, found without encoding anything."
     if config.data == "shapes":
         world = ShapesWorld(config.resolution or 32, seed=config.seed, length=3)
-        return (f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out", config.shapes_pool,
+        return (f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out",
+                config.shapes_pool,
                 [[world[i]["caption"]] for i in range(3)])
     if not Path(config.data).exists(): return f"{config.data}: no such local folder or file (a dry run does not look up hub data sets)", None, []
     try: parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
@@ -745,7 +812,8 @@ def caption_examples(config:TrainConfig, # the run's config (its caption styling
                      captions:list, # the first training images' captions
                     ) -> str:
     "How the first training images' captions read to the model in the first epoch (before caption dropout)."
-    seen = [styled_caption(pick_caption(cs, 0, i, config.seed), 0, i, config.seed, config.caption_template, config.shuffle_tags,
+    seen = [styled_caption(pick_caption(cs, 0, i, config.seed), 0, i, config.seed, config.caption_template,
+                           config.shuffle_tags,
                            config.keep_tags, config.tag_dropout) for i, cs in enumerate(captions)]
     return "Captions as trained (epoch 0): " + " | ".join(map(repr, seen))
 
@@ -780,15 +848,18 @@ def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
         sources = filled_sources(config, resolved, sources)
         processes = int(os.environ.get("WORLD_SIZE", 1))  # (set by `accelerate launch`)
         split = split_global_batch(resolved, processes)
-        sources.update({k: "global_batch" for k in ("batch_size", "grad_accum") if getattr(split, k) != getattr(resolved, k)})
-        if config.mixed_precision is None: sources["mixed_precision"] = "accelerate"; split.mixed_precision = accelerate_mixed_precision()
+        sources.update({k: "global_batch" for k in ("batch_size", "grad_accum")
+                        if getattr(split, k) != getattr(resolved, k)})
+        if config.mixed_precision is None:
+            sources["mixed_precision"] = "accelerate"; split.mixed_precision = accelerate_mixed_precision()
         width = max(map(len, sources))
         print("\n".join(f"{k:<{width}}  {json.dumps(v)}  ({sources[k]})" for k, v in asdict(split).items()))
         text, n, captions = data_summary(split)
         print(text); print(plan_summary(split, n, processes, warmup_given=config.warmup_steps is not None))
         if captions: print(caption_examples(split, captions))
         return
-    Trainer(config, command=_resume_command(argv), sources=sources).fit()  # returns nothing: a console script exits with 0
+    # returns nothing: a console script exits with 0
+    Trainer(config, command=_resume_command(argv), sources=sources).fit()
 
 
 # %% ../nbs/02_train.ipynb #758fadd2

@@ -34,15 +34,20 @@ __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRA
 # %% ../nbs/02a_train_config.ipynb #f77d56da
 LR_SCHEDULES = ("cosine", "constant", "linear")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-PRESET_TRAIN_DEFAULTS = {  # what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
-    "tiny": dict(resolution=32, batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=100, weight_decay=0.0,  # the Shapes-world
-                 timestep_bias="later", max_steps=1600, num_threads=2, ema_decay=0.999),  # recipe, measured on 2 CPU cores (see "The recipe")
-    "sd15": dict(resolution=512, batch_size=16, lr=1e-4, lr_schedule="constant", warmup_steps=500, weight_decay=1e-2,  # diffusers'
-                 timestep_bias="none", max_steps=None, num_threads=0, ema_decay=0.999),  # train_text_to_image.py defaults, for a random-init UNet
-    "loaded": dict(resolution=512, batch_size=16, lr=1e-5, lr_schedule="constant", warmup_steps=0, weight_decay=1e-2,  # diffusers'
-                   timestep_bias="none", max_steps=None, num_threads=0, ema_decay=0.999),  # Stable Diffusion fine-tuning example
+# what None means for these TrainConfig fields, by kind of `preset` (a pipeline folder or hub id is "loaded")
+PRESET_TRAIN_DEFAULTS = {
+    # the Shapes-world recipe, measured on 2 CPU cores (see "The recipe")
+    "tiny": dict(resolution=32, batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=100, weight_decay=0.0,
+                 timestep_bias="later", max_steps=1600, num_threads=2, ema_decay=0.999),
+    # diffusers' train_text_to_image.py defaults, for a random-init UNet
+    "sd15": dict(resolution=512, batch_size=16, lr=1e-4, lr_schedule="constant", warmup_steps=500, weight_decay=1e-2,
+                 timestep_bias="none", max_steps=None, num_threads=0, ema_decay=0.999),
+    # diffusers' Stable Diffusion fine-tuning example
+    "loaded": dict(resolution=512, batch_size=16, lr=1e-5, lr_schedule="constant", warmup_steps=0, weight_decay=1e-2,
+                   timestep_bias="none", max_steps=None, num_threads=0, ema_decay=0.999),
 }
-LORA_TRAIN_DEFAULTS = dict(lr=1e-4, ema_decay=0.0)  # a LoRA run's None fields, over the preset's: diffusers' train_text_to_image_lora.py
+# a LoRA run's None fields, over the preset's: diffusers' train_text_to_image_lora.py
+LORA_TRAIN_DEFAULTS = dict(lr=1e-4, ema_decay=0.0)
 DEFAULT_VAL_PROMPTS = ["a large red circle on the left", "a small blue square at the top",
                        "a large yellow triangle in the center", "a large blue circle above a small red square",
                        "a small orange square to the left of a large purple triangle", "three small green squares",
@@ -129,7 +134,8 @@ class TrainConfig:
 
 # %% ../nbs/02a_train_config.ipynb #bd08bc24
 def _check_choice(name, value, accepted):
-    if value is not None and value not in accepted: raise ValueError(f"Unknown {name} {value!r}; accepted: {', '.join(map(repr, accepted))}")
+    if value is not None and value not in accepted:
+        raise ValueError(f"Unknown {name} {value!r}; accepted: {', '.join(map(repr, accepted))}")
 
 def check_config(self:TrainConfig):
     "Raise ValueError naming the accepted values when a field is out of range."
@@ -138,58 +144,74 @@ def check_config(self:TrainConfig):
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     _check_choice("crop", self.crop, ("center", "random"))
     _check_choice("timestep_bias", self.timestep_bias, TIMESTEP_BIASES)
-    if self.timestep_bias_multiplier <= 0: raise ValueError(f"timestep_bias_multiplier must be positive, got {self.timestep_bias_multiplier}")
-    if not 0 < self.timestep_bias_portion < 1: raise ValueError(f"timestep_bias_portion must be in (0, 1), got {self.timestep_bias_portion}")
-    if not 0 <= self.caption_dropout <= 1: raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+    if self.timestep_bias_multiplier <= 0:
+        raise ValueError(f"timestep_bias_multiplier must be positive, got {self.timestep_bias_multiplier}")
+    if not 0 < self.timestep_bias_portion < 1:
+        raise ValueError(f"timestep_bias_portion must be in (0, 1), got {self.timestep_bias_portion}")
+    if not 0 <= self.caption_dropout <= 1:
+        raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
     self.caption_template = check_templates(self.caption_template)
     if not 0 <= self.tag_dropout < 1: raise ValueError(f"tag_dropout must be in [0, 1), got {self.tag_dropout}")
     if self.keep_tags < 0: raise ValueError(f"keep_tags must be 0 or more, got {self.keep_tags}")
-    if self.ema_decay is not None and not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be None (the preset's) or in [0, 1), got {self.ema_decay}")
-    if self.global_batch is not None and self.global_batch < 1: raise ValueError(f"global_batch must be None or at least 1, got {self.global_batch}")
+    if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+        raise ValueError(f"ema_decay must be None (the preset's) or in [0, 1), got {self.ema_decay}")
+    if self.global_batch is not None and self.global_batch < 1:
+        raise ValueError(f"global_batch must be None or at least 1, got {self.global_batch}")
     if self.text_whitening is not None and self.text_whitening < 0:
-        raise ValueError(f"text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as 0.1, got {self.text_whitening}")
+        raise ValueError("text_whitening must be None (the preset's), 0 (none) or a positive eigenvalue floor such as "
+                         f"0.1, got {self.text_whitening}")
     for k in ("batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints", "val_every"):
-        if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if getattr(self, k) is not None and getattr(self, k) < 1:
+            raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
     check_optimizer(self.optimizer)
     if self.ema_every < 1: raise ValueError(f"ema_every must be at least 1, got {self.ema_every}")
     if self.ema_device is not None:
         try: torch.device(self.ema_device)
-        except (RuntimeError, TypeError) as e: raise ValueError(f"ema_device must be None (the training device) or a torch device such as 'cpu', got {self.ema_device!r}") from e
+        except (RuntimeError, TypeError) as e:
+            raise ValueError("ema_device must be None (the training device) or a torch device such as 'cpu', got "
+                             f"{self.ema_device!r}") from e
     for k in ("noise_offset", "input_perturbation"):
         if getattr(self, k) < 0: raise ValueError(f"{k} must be 0 (none) or positive, got {getattr(self, k)}")
-    if self.num_workers < 0: raise ValueError(f"num_workers must be 0 (read batches in the training process) or more, got {self.num_workers}")
+    if self.num_workers < 0: raise ValueError("num_workers must be 0 (read batches in the training process) or more, "
+                                              f"got {self.num_workers}")
     if self.subset is not None: subset_indices(1, self.subset)  # raises with the accepted values
     if self.data == "shapes" and (self.subset is not None or self.split is not None or self.flip or self.buckets):
-        raise ValueError("subset, split, flip and buckets apply to captioned image sets; the Shapes world sets its size with shapes_pool, "
-                         "is square (a single bucket) and is never flipped ('left' would lie)")
+        raise ValueError("subset, split, flip and buckets apply to captioned image sets; the Shapes world sets its "
+                         "size with shapes_pool, is square (a single bucket) and is never flipped ('left' would lie)")
     if self.cache_latents and self.crop == "random":
         raise ValueError("cache_latents=True needs crop='center': a random crop is a new image every epoch "
                          "(use cache_latents=None or False to encode each batch as it is drawn)")
     if not (self.max_steps or self.epochs or PRESET_TRAIN_DEFAULTS[preset_kind(self.preset)]["max_steps"]):
-        raise ValueError(f"Give max_steps or epochs: the run needs an end (max_minutes only caps it; the tiny preset alone has a "
-                         f"default number of steps; preset {self.preset!r})")
-    if self.max_minutes is not None and self.max_minutes < 0: raise ValueError(f"max_minutes must be 0 or None (no cap) or positive, got {self.max_minutes}")
-    if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes it: give one of them")
+        raise ValueError("Give max_steps or epochs: the run needs an end (max_minutes only caps it; the tiny preset "
+                         f"alone has a default number of steps; preset {self.preset!r})")
+    if self.max_minutes is not None and self.max_minutes < 0:
+        raise ValueError(f"max_minutes must be 0 or None (no cap) or positive, got {self.max_minutes}")
+    if self.resume and self.overwrite: raise ValueError("resume continues the run in output_dir and overwrite deletes "
+                                                        "it: give one of them")
     if self.config_folder is not None and not Path(self.preset).expanduser().is_file():
-        raise ValueError(f"config_folder applies to a single-file preset (a .safetensors checkpoint); preset {self.preset!r} is not a file")
+        raise ValueError("config_folder applies to a single-file preset (a .safetensors checkpoint); preset "
+                         f"{self.preset!r} is not a file")
     check_sample_settings(self)
     check_lora(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
     self.val_seeds = [int(s) for s in self.val_seeds]
 
 def _torch_optimizers() -> list:
-    return sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+    return sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type)
+                  and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
 
 def check_optimizer(name:str):
     "Raise ValueError naming the accepted optimizers unless `name` is `adamw`, `adamw8bit` or a torch.optim optimizer."
     if name not in ("adamw", "adamw8bit") and name not in _torch_optimizers():
-        raise ValueError(f"Unknown optimizer {name!r}; accepted: 'adamw', 'adamw8bit' (bitsandbytes) or a torch.optim optimizer: {', '.join(_torch_optimizers())}")
+        raise ValueError(f"Unknown optimizer {name!r}; accepted: 'adamw', 'adamw8bit' (bitsandbytes) or a torch.optim "
+                         f"optimizer: {', '.join(_torch_optimizers())}")
 
 def check_sample_settings(self:TrainConfig):
     "The sample grids' prompts, seeds, guidance and steps, checked before training starts (the model's own checks come at set-up)."
     if self.val_prompts is not None and (isinstance(self.val_prompts, str) or not len(self.val_prompts)
                                          or not all(isinstance(p, str) for p in self.val_prompts)):
-        raise ValueError(f"val_prompts must be None (the data's own prompts) or a non-empty list of str; got {self.val_prompts!r:.80}")
+        raise ValueError("val_prompts must be None (the data's own prompts) or a non-empty list of str; got "
+                         f"{self.val_prompts!r:.80}")
     if not len(self.val_seeds): raise ValueError("val_seeds must hold at least one seed (one grid row each)")
     g = self.guidance_scale
     if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0):
@@ -204,7 +226,8 @@ def preset_kind(preset:str) -> str:
 def model_prediction_type(preset:str, config_folder:str|None=None) -> str|None:
     "What the model of `preset` was trained to predict (a preset's, or a saved scheduler's; None when it cannot be read offline)."
     if preset in PIPELINE_PRESETS: return PIPELINE_PRESETS[preset]["scheduler"]["prediction_type"]
-    try: return DDPMScheduler.load_config(pipeline_folder(preset, config_folder), subfolder="scheduler").get("prediction_type", "epsilon")
+    try: return DDPMScheduler.load_config(pipeline_folder(preset, config_folder),
+                                          subfolder="scheduler").get("prediction_type", "epsilon")
     except (OSError, ValueError): return None
 
 def model_resolution(preset:str, config_folder:str|None=None) -> int|None:
@@ -220,10 +243,12 @@ def model_resolution(preset:str, config_folder:str|None=None) -> int|None:
 
 def resolve_defaults(config:TrainConfig) -> TrainConfig:
     "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS (and LORA_TRAIN_DEFAULTS for a LoRA run) and the model's own prediction type and size."
-    defaults = {**PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)], **(LORA_TRAIN_DEFAULTS if config.lora_rank else {})}
+    defaults = {**PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)],
+                **(LORA_TRAIN_DEFAULTS if config.lora_rank else {})}
     fill = {k: v for k, v in defaults.items() if getattr(config, k) is None
             and not (k == "max_steps" and config.epochs)}  # epochs given: they define the run
-    if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset, config.config_folder)
+    if config.prediction_type is None: fill["prediction_type"] = model_prediction_type(config.preset,
+                                                                                       config.config_folder)
     if "resolution" in fill and preset_kind(config.preset) == "loaded":
         fill["resolution"] = model_resolution(config.preset, config.config_folder) or fill["resolution"]
     return replace(config, **fill) if fill else config
@@ -231,13 +256,15 @@ def resolve_defaults(config:TrainConfig) -> TrainConfig:
 def check_resolved(config:TrainConfig):
     "Refuse a config whose preset defaults are not filled in yet: helpers take the config `resolve_defaults` gives, resolved once where a run starts."
     if config.lr is None or config.resolution is None:  # (every preset has a learning rate and a size)
-        raise ValueError("this needs a resolved config: pass resolve_defaults(config), which fills the preset's values for the fields left None")
+        raise ValueError("this needs a resolved config: pass resolve_defaults(config), which fills the preset's values "
+                         "for the fields left None")
 
 
 # %% ../nbs/02a_train_config.ipynb #0e5868d9
 LORA_TARGET_PRESETS = {  # names `lora_targets` accepts for sets of UNet modules
     "attention": ["to_q", "to_k", "to_v", "to_out.0"],  # the attention projections (diffusers' LoRA scripts)
-    "kohya": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"],  # kohya's SD 1.5 default: the transformer blocks' linear layers
+    # kohya's SD 1.5 default: the transformer blocks' linear layers
+    "kohya": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"],
 }
 LORA_SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # `lora_save_dtype`
 
@@ -251,19 +278,22 @@ def check_lora(self:TrainConfig):
     if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
         raise ValueError(f"lora_rank must be None (train the whole UNet) or an int >= 1, e.g. 8; got {r!r}")
     given = [k for k in ("lora_kohya", "merge_lora", "lora_text_encoder", "lora_dora") if getattr(self, k)]
-    if r is None and given: raise ValueError(f"{', '.join(given)} apply to LoRA runs: give lora_rank too (e.g. --lora-rank 8)")
+    if r is None and given: raise ValueError(f"{', '.join(given)} apply to LoRA runs: give lora_rank too (e.g. "
+                                             "--lora-rank 8)")
     if self.lora_dora and self.lora_kohya:
-        raise ValueError("lora_dora cannot be written with Kohya keys (diffusers' loader drops Kohya's DoRA magnitudes): "
-                         "drop lora_kohya and share pytorch_lora_weights.safetensors, or drop lora_dora")
+        raise ValueError("lora_dora cannot be written with Kohya keys (diffusers' loader drops Kohya's DoRA "
+                         "magnitudes): drop lora_kohya and share pytorch_lora_weights.safetensors, or drop lora_dora")
     if self.lora_dora and self.lora_text_encoder:
-        raise ValueError("lora_dora applies to the UNet's adapters only: diffusers' text-encoder loader does not read DoRA magnitudes; "
-                         "drop lora_text_encoder or lora_dora")
-    if self.lora_alpha is not None and not self.lora_alpha > 0: raise ValueError(f"lora_alpha must be None (the rank) or > 0; got {self.lora_alpha!r}")
+        raise ValueError("lora_dora applies to the UNet's adapters only: diffusers' text-encoder loader does not read "
+                         "DoRA magnitudes; drop lora_text_encoder or lora_dora")
+    if self.lora_alpha is not None and not self.lora_alpha > 0:
+        raise ValueError(f"lora_alpha must be None (the rank) or > 0; got {self.lora_alpha!r}")
     if not 0 <= self.lora_dropout < 1: raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
     _check_choice("lora_save_dtype", self.lora_save_dtype, tuple(LORA_SAVE_DTYPES))
     targets = [self.lora_targets] if isinstance(self.lora_targets, str) else list(self.lora_targets)
     if not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ValueError(f"lora_targets must be a non-empty list of module names such as 'to_q', or presets ({', '.join(LORA_TARGET_PRESETS)}); got {self.lora_targets!r}")
+        raise ValueError("lora_targets must be a non-empty list of module names such as 'to_q', or presets "
+                         f"({', '.join(LORA_TARGET_PRESETS)}); got {self.lora_targets!r}")
     self.lora_targets = lora_target_modules(targets)
 
 
@@ -299,15 +329,19 @@ def make_pipeline(config:TrainConfig, # the run's resolved config (preset, text_
         return build_pipeline(config.preset, text_encoder=config.text_encoder, prediction_type=config.prediction_type,
                               text_whitening=config.text_whitening,
                               resolution=config.resolution, seed=config.seed, **overrides)
-    if config.unet: raise ValueError(f"unet overrides apply to the presets 'tiny' and 'sd15', not to a loaded pipeline ({config.preset})")
+    if config.unet: raise ValueError("unet overrides apply to the presets 'tiny' and 'sd15', not to a loaded pipeline "
+                                     f"({config.preset})")
     if config.text_whitening is not None:
-        raise ValueError(f"text_whitening applies to the presets 'tiny' and 'sd15'; a loaded pipeline ({config.preset}) keeps the one it was trained with")
+        raise ValueError("text_whitening applies to the presets 'tiny' and 'sd15'; a loaded pipeline "
+                         f"({config.preset}) keeps the one it was trained with")
     pipe = load_pipeline(config.preset, config=config.config_folder)
     own = pipe.scheduler.config.get("prediction_type")
     if config.prediction_type not in (None, own):
-        warnings.warn(f"{config.preset} was trained to predict {own!r}; fine-tuning it on {config.prediction_type!r} starts from weights "
-                      f"fit to another target (leave prediction_type unset to keep the model's own)")
-        pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type=config.prediction_type)
+        warnings.warn(f"{config.preset} was trained to predict {own!r}; fine-tuning it on {config.prediction_type!r} "
+                      "starts from weights fit to another target (leave prediction_type unset to keep the "
+                      "model's own)")
+        pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config,
+                                                              prediction_type=config.prediction_type)
     return pipe
 
 
@@ -316,11 +350,13 @@ RECIPES = "recipes"  # folder of the bundled recipes (JSON files of TrainConfig 
 
 def recipe_names() -> list:
     "Names of the bundled recipes."
-    return sorted(p.name.removesuffix(".json") for p in (importlib.resources.files("text2imagegen")/RECIPES).iterdir() if p.name.endswith(".json"))
+    return sorted(p.name.removesuffix(".json") for p in (importlib.resources.files("text2imagegen")/RECIPES).iterdir()
+                  if p.name.endswith(".json"))
 
 def load_recipe(name:str) -> dict:
     "The TrainConfig fields of bundled recipe `name` (its `description` left out)."
-    if name not in recipe_names(): raise ValueError(f"Unknown recipe {name!r}; accepted: {', '.join(map(repr, recipe_names()))}")
+    if name not in recipe_names(): raise ValueError(f"Unknown recipe {name!r}; accepted: "
+                                                    f"{', '.join(map(repr, recipe_names()))}")
     d = json.loads((importlib.resources.files("text2imagegen")/RECIPES/f"{name}.json").read_text())
     d.pop("description", None)
     return d
@@ -329,7 +365,8 @@ def _config_fields(d:dict, where:str) -> dict:
     "Check that `d` holds only TrainConfig fields."
     d = current_names(d)
     unknown = set(d) - {f.name for f in fields(TrainConfig)}
-    if unknown: raise ValueError(f"Unknown TrainConfig fields in {where}: {sorted(unknown)}; accepted: {', '.join(f.name for f in fields(TrainConfig))}")
+    if unknown: raise ValueError(f"Unknown TrainConfig fields in {where}: {sorted(unknown)}; accepted: "
+                                 f"{', '.join(f.name for f in fields(TrainConfig))}")
     return d
 
 def layered_config(recipe:str|None=None, # a bundled recipe (lowest precedence)
@@ -354,7 +391,8 @@ def filled_sources(config:TrainConfig, # the config as given, before `resolve_de
     for f in fields(TrainConfig):
         if getattr(config, f.name) is None and getattr(done, f.name) is not None:
             lora = config.lora_rank and f.name in LORA_TRAIN_DEFAULTS
-            sources = {**sources, f.name: "model" if f.name == "prediction_type" else "lora" if lora else f"preset:{kind}"}
+            sources = {**sources, f.name: "model" if f.name == "prediction_type" else "lora" if lora
+                       else f"preset:{kind}"}
     return sources
 
 
@@ -375,7 +413,8 @@ def frozen_originals(pipe, # a Text2ImagePipeline
                     ) -> dict:
     "CPU copies of the weights of the frozen `parts`, to restore before saving."
     found = {n: getattr(pipe, n, None) for n in parts}
-    return {n: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for n, m in found.items() if m is not None}
+    return {n: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for n, m in found.items()
+            if m is not None}
 
 def restore_originals(pipe, # the pipeline the copies came from
                       originals:dict, # `frozen_originals`' copies
@@ -383,7 +422,8 @@ def restore_originals(pipe, # the pipeline the copies came from
     "Put the copies back, in fp32; LoRA adapters added since stay as they are."
     for name, state in originals.items():
         part = getattr(pipe, name).to(torch.float32)
-        own = {k.replace(".base_layer", ""): k for k in part.state_dict() if ".lora_" not in k}  # (peft's name of an adapted layer)
+        # (peft's name of an adapted layer)
+        own = {k.replace(".base_layer", ""): k for k in part.state_dict() if ".lora_" not in k}
         missing = part.load_state_dict({own[k]: v for k, v in state.items()}, strict=False).missing_keys
         if any(".lora_" not in k for k in missing): raise RuntimeError(f"{name}: no original weights for {missing[:3]}")
 
@@ -396,10 +436,11 @@ def split_global_batch(config:TrainConfig, # a resolved config (its batch_size: 
     if not g: return config
     if config.grad_accum != 1:  # given, or recorded by the run: it must agree
         if config.batch_size * config.grad_accum * processes != g:
-            raise ValueError(f"global_batch {g} is not batch_size {config.batch_size} x grad_accum {config.grad_accum} x {processes} process(es): "
-                             "leave grad_accum at 1 and it follows from global_batch")
+            raise ValueError(f"global_batch {g} is not batch_size {config.batch_size} x grad_accum {config.grad_accum} "
+                             f"x {processes} process(es): leave grad_accum at 1 and it follows from global_batch")
         return config
-    if g % processes: raise ValueError(f"global_batch {g} does not split over {processes} processes: give a multiple of {processes}")
+    if g % processes: raise ValueError(f"global_batch {g} does not split over {processes} processes: give a multiple "
+                                       f"of {processes}")
     share = g // processes
     split = replace(config)
     split.batch_size = max(b for b in range(1, min(share, config.batch_size) + 1) if share % b == 0)
@@ -418,8 +459,9 @@ def fitted_warmup(warmup:int, # warm-up steps
                  ) -> int:
     "Warm-up that fits the run: a preset's is cut to a tenth of a short run; one given that is not shorter than the run is refused."
     if not warmup or warmup < total and (given or warmup <= total // 10): return warmup
-    if given: raise ValueError(f"warmup_steps {warmup} is not shorter than the run's {total} steps: the learning rate would never "
-                               "reach its peak. Lower --warmup-steps or train longer (--max-steps or --epochs)")
+    if given: raise ValueError(f"warmup_steps {warmup} is not shorter than the run's {total} steps: the learning rate "
+                               "would never reach its peak. Lower --warmup-steps or train longer (--max-steps or "
+                               "--epochs)")
     return total // 10
 
 
@@ -433,18 +475,23 @@ def _int_list(s:str): return [int(x) for x in s.replace(",", " ").split()]
 def _str_list(s:str): return [x.strip() for x in s.split(",") if x.strip()]
 def _bar_list(s:str): return [x.strip() for x in s.split("|") if x.strip()]
 
-CLI_FORMATS = {"val_prompts": (_file_lines, "a text file, one prompt per line"), "val_seeds": (_int_list, "comma-separated"),
+CLI_FORMATS = {"val_prompts": (_file_lines, "a text file, one prompt per line"),
+               "val_seeds": (_int_list, "comma-separated"),
                "unet": (json.loads, "JSON"), "kind_weights": (json.loads, "JSON"), "subset": (_count_or_fraction, None),
-               "lora_targets": (_str_list, "comma-separated"), "caption_template": (_bar_list, "several separated by |")}  # else by type
+               # else by type
+               "lora_targets": (_str_list, "comma-separated"),
+               "caption_template": (_bar_list, "several separated by |")}
 
 def _converter(f) -> tuple:
     "(converter, format note) of field `f` on the command line; optional non-text fields also accept `none`."
-    conv, note = CLI_FORMATS.get(f.name, ({"int": int, "float": float}.get(str(f.type).replace(" ", "").split("|")[0], str), None))
+    conv, note = CLI_FORMATS.get(f.name, ({"int": int, "float": float}.get(str(f.type).replace(" ", "").split("|")[0],
+                                                                           str), None))
     optional = "None" in str(f.type) and conv is not str
     def parse(s):
         if optional and s.lower() == "none": return None
         try: return conv(s)
-        except (ValueError, OSError) as e: raise argparse.ArgumentTypeError(f"{s!r}: {e}") from e  # argparse prints the reason
+        # argparse prints the reason
+        except (ValueError, OSError) as e: raise argparse.ArgumentTypeError(f"{s!r}: {e}") from e
     return parse, note
 
 def field_docs() -> dict:
@@ -458,11 +505,13 @@ def field_docs() -> dict:
 def train_parser() -> argparse.ArgumentParser:
     "The `t2i-train` parser: one flag per TrainConfig field, its help the field's comment; only flags given are set."
     p = argparse.ArgumentParser(prog="t2i-train", argument_default=argparse.SUPPRESS,
-        description="Train a text-to-image diffusion model. With no arguments: the offline default on the Shapes world (1,600 steps, ~9 min on 2 idle CPU cores). "
-                    "Precedence: flags > --config > --recipe > the preset's defaults.")
+        description="Train a text-to-image diffusion model. With no arguments: the offline default on the Shapes world "
+                    "(1,600 steps, ~9 min on 2 idle CPU cores). Precedence: flags > --config > --recipe > the preset's "
+                    "defaults.")
     p.add_argument("--recipe", help=f"bundled recipe: {', '.join(recipe_names())}")
     p.add_argument("--config", help="JSON file of TrainConfig fields, e.g. a run's config.json")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config (and where each value came from) and a data summary, then exit")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config (and where each value came from) "
+                                                          "and a data summary, then exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one-line message")
     docs = field_docs()
     for f in fields(TrainConfig):

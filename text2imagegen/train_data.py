@@ -58,7 +58,8 @@ def select(self:ImageSet, idx) -> ImageSet:
     "The images at positions `idx` as an ImageSet."
     idx = list(idx)
     return ImageSet([self.ids[i] for i in idx], [self.captions[i] for i in idx],
-                    None if self.images is None else self.images[idx], None if self.dataset is None else self.dataset.select(idx))
+                    None if self.images is None else self.images[idx], None if self.dataset is None
+                    else self.dataset.select(idx))
 
 # %% ../nbs/02b_train_data.ipynb #f20b09d5
 def shapes_images(config:TrainConfig, # a resolved config (resolution, seed, kind_weights)
@@ -106,10 +107,12 @@ class DiskArray:
         if shape is not None:
             self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
             with open(self.path, "wb") as f:
-                header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+                header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                          "shape": self.shape}
                 np.lib.format.write_array_header_1_0(f, header)
                 self.offset = f.tell(); size = self.offset + self.row_bytes * self.shape[0]
-                try: os.posix_fallocate(f.fileno(), 0, size)  # the space is taken now: a full disk shows here, not mid-fill
+                # the space is taken now: a full disk shows here, not mid-fill
+                try: os.posix_fallocate(f.fileno(), 0, size)
                 except (AttributeError, OSError) as e:  # (a file system without fallocate: a sparse file)
                     if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT): raise
                     f.truncate(size)
@@ -133,10 +136,12 @@ def read(self:DiskArray, idx) -> np.ndarray:
     rb, rows = self.row_bytes, self.shape[1:]
     if isinstance(idx, slice):
         start, stop, _ = idx.indices(len(self))
-        return np.frombuffer(_pread(self._fd, max(0, stop - start) * rb, self.offset + start * rb), self.dtype).reshape(-1, *rows).copy()
+        return np.frombuffer(_pread(self._fd, max(0, stop - start) * rb, self.offset + start * rb),
+                             self.dtype).reshape(-1, *rows).copy()
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
     out = np.empty((len(idx), *rows), self.dtype)
-    for k, i in enumerate(idx): out[k] = np.frombuffer(_pread(self._fd, rb, self.offset + int(i) * rb), self.dtype).reshape(rows)
+    for k, i in enumerate(idx): out[k] = np.frombuffer(_pread(self._fd, rb, self.offset + int(i) * rb),
+                                                       self.dtype).reshape(rows)
     return out
 
 @patch
@@ -156,7 +161,8 @@ CACHE_FORMAT = 2  # part of every cache's fingerprint: bump when image conversio
 def fingerprint(*parts) -> str:
     "A short hex digest of `parts` (JSON-able values or bytes) and `CACHE_FORMAT`."
     h = hashlib.sha256(f"cache format {CACHE_FORMAT}".encode())
-    for p in parts: h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode()); h.update(b"\0")
+    for p in parts: h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True,
+                                                                       default=str).encode()); h.update(b"\0")
     return h.hexdigest()[:20]
 
 def module_digest(module) -> str:
@@ -191,7 +197,8 @@ def remove_stale_fills(root:Path):
     for tmp in Path(root).glob(".tmp-*"):
         try: owner = json.loads((tmp/"owner.json").read_text())
         except (OSError, ValueError): continue  # no owner written: being made now, or not a fill of ours
-        if owner.get("host") == socket.gethostname() and not pid_running(owner.get("pid", -1)): shutil.rmtree(tmp, ignore_errors=True)
+        if owner.get("host") == socket.gethostname() and not pid_running(owner.get("pid", -1)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 def filled_cache(folder:Path, # the cache folder, named by its fingerprint
                  arrays:dict, # name -> (shape, dtype) of each array; all have the same number of rows
@@ -218,10 +225,12 @@ def filled_cache(folder:Path, # the cache folder, named by its fingerprint
         except BaseException as e:
             if rank == 0: shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(folder, needed, then="free some space there or choose another --cache-dir, then run the command again") from e
+                raise DiskFull(folder, needed, then="free some space there or choose another --cache-dir, then run the "
+                                                    "command again") from e
             raise
         if rank == 0:
-            write_text_atomically(tmp/"done.json", json.dumps({k: [list(s), np.dtype(d).str] for k, (s, d) in arrays.items()}))
+            write_text_atomically(tmp/"done.json", json.dumps({k: [list(s), np.dtype(d).str]
+                                                               for k, (s, d) in arrays.items()}))
             if folder.exists() and not (folder/"done.json").exists(): shutil.rmtree(folder)  # an unfinished leftover
             try: os.replace(tmp, folder)
             except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another run finished the same cache first
@@ -238,16 +247,19 @@ class CaptionCache:
                  batch_size:int=256, # captions per text-encoder call
                  **shards, # rank, num_processes, barrier, token: see `filled_cache`
                 ):
-        self.pipe, self.captions = pipe, list(dict.fromkeys([""] + list(captions)))  # first-seen order: same on every process
+        # first-seen order: same on every process
+        self.pipe, self.captions = pipe, list(dict.fromkeys([""] + list(captions)))
         self.index = {c: i for i, c in enumerate(self.captions)}
         text, pooled, self.encoded = pipe.text, pipe.config.pooled_text, 0
         dtype = np.float32 if pipe.text_whitening is not None else np.float16  # whitening magnifies fp16 rounding
-        fp = fingerprint("captions", module_digest(pipe.text_encoder), text.max_length, sorted(pipe.tokenizer.get_vocab().items()),
+        fp = fingerprint("captions", module_digest(pipe.text_encoder), text.max_length,
+                         sorted(pipe.tokenizer.get_vocab().items()),
                          self.captions, pooled, np.dtype(dtype).name)
         n, arrays = len(self.captions), {"hidden": ((len(self.captions), text.max_length, text.dim), dtype)}
         if pooled: arrays["pooled"] = ((n, text.dim), np.float16)
         def fill(out, rows):
-            for i in tqdm(range(rows.start, rows.stop, batch_size), desc="captions", leave=False, disable=len(rows) < 4 * batch_size):
+            for i in tqdm(range(rows.start, rows.stop, batch_size), desc="captions", leave=False,
+                          disable=len(rows) < 4 * batch_size):
                 h, p = text.encode_pooled(self.captions[i:min(i + batch_size, rows.stop)])
                 out["hidden"].write(i, h.float().cpu().numpy().astype(dtype))
                 if pooled: out["pooled"].write(i, p.to("cpu", torch.float16).numpy())
@@ -312,14 +324,17 @@ class LatentCache:
                  num_workers:int=0, # DataLoader processes decoding images ahead of the VAE
                  **shards, # rank, num_processes, barrier, token: see `filled_cache`
                 ):
-        if transform.crop != "center": raise ValueError("A latent cache needs crop='center': a random crop is a new image every epoch")
+        if transform.crop != "center": raise ValueError("A latent cache needs crop='center': a random crop is a new "
+                                                        "image every epoch")
         (w, h), latent, self.encoded = transform.size, pipe.vae is not None, 0
         views = 2 if transform.flip else 1
         shape = (len(images), views, *pipe.model_space_shape(h, w)) if latent else (len(images), views, 3, h, w)
-        fp = fingerprint("latents", images_digest(images), repr(transform), module_digest(pipe.vae) if latent else "uint8 pixels", str(dtype))
+        fp = fingerprint("latents", images_digest(images), repr(transform), module_digest(pipe.vae) if latent
+                         else "uint8 pixels", str(dtype))
         def fill(out, rows):
             loader = DataLoader(_Views(images, transform), batch_size=batch_size, sampler=rows, num_workers=num_workers)
-            for i, x in zip(range(rows.start, rows.stop, batch_size), tqdm(loader, desc="images", leave=False, disable=len(rows) < 2000)):
+            for i, x in zip(range(rows.start, rows.stop, batch_size),
+                            tqdm(loader, desc="images", leave=False, disable=len(rows) < 2000)):
                 if latent: x = encode_images(pipe, x.flatten(0, 1), device, dtype).unflatten(0, (len(x), views))
                 out["x"].write(i, x.numpy()); self.encoded += len(x)
         self.folder = Path(folder)/f"latents-{fp}"
@@ -336,7 +351,8 @@ def flip_views(idx:torch.Tensor, # image indices
                seed:int=0, # run seed
               ) -> torch.Tensor:
     "The cached view each image takes this epoch (1: mirrored): the same draw a flipping, centre-cropping `ImageTransform` makes."
-    return torch.tensor([int(np.random.default_rng([seed, epoch, i]).random() < 0.5) for i in idx.tolist()], dtype=torch.long)
+    return torch.tensor([int(np.random.default_rng([seed, epoch, i]).random() < 0.5) for i in idx.tolist()],
+                        dtype=torch.long)
 
 # %% ../nbs/02b_train_data.ipynb #6c42961f
 def epoch_order(n:int, # number of training images
@@ -355,7 +371,8 @@ def batch_indices(k:int, # micro-batch number since the start of the run
                  ) -> tuple:
     "(epoch, image indices) of micro-batch `k` for process `rank`, from its own shard; the incomplete last batch of an epoch is dropped."
     per_epoch = (n // num_processes) // batch_size
-    if per_epoch == 0: raise ValueError(f"{n} training images are fewer than one batch of {batch_size} x {num_processes} processes; lower batch_size")
+    if per_epoch == 0: raise ValueError(f"{n} training images are fewer than one batch of {batch_size} x "
+                                        f"{num_processes} processes; lower batch_size")
     epoch, j = divmod(k, per_epoch)
     rows = shard(n, rank, num_processes)
     return epoch, rows.start + epoch_order(len(rows), epoch, seed)[j * batch_size:(j + 1) * batch_size]
@@ -378,13 +395,15 @@ def bucket_sizes(resolution:int, # target side: every bucket holds about resolut
                  max_ratio:float=BUCKET_MAX_RATIO, # the most elongated bucket, either way
                 ) -> list:
     "(width, height) of the buckets, tallest first: for each width (a multiple of `step`), the multiple of `step` nearest to resolution**2 / width."
-    if not 1 <= step <= resolution: raise ValueError(f"step must be between 1 and the resolution ({resolution}), got {step}")
+    if not 1 <= step <= resolution: raise ValueError(f"step must be between 1 and the resolution ({resolution}), "
+                                                     f"got {step}")
     if not max_ratio >= 1: raise ValueError(f"max_ratio must be at least 1 (1: only squares), got {max_ratio}")
     found = set()
     for w in range(step, int(resolution * max_ratio) + 1, step):
         h = int(resolution**2 / w / step + 0.5) * step
         if h >= step and max(w / h, h / w) <= max_ratio: found |= {(w, h), (h, w)}
-    if not found: raise ValueError(f"No bucket of about {resolution}x{resolution} pixels has sides that are multiples of {step} within {max_ratio}:1")
+    if not found: raise ValueError(f"No bucket of about {resolution}x{resolution} pixels has sides that are multiples "
+                                   f"of {step} within {max_ratio}:1")
     return sorted(found, key=lambda s: (s[0] / s[1], s[0]))
 
 def assign_buckets(sizes:list, # (width, height) of each image
@@ -437,16 +456,20 @@ class BucketLatents:
                  folder:str|Path, # the cache root
                  **kwargs, # device, dtype, batch_size, num_workers and the shards: see `LatentCache`
                 ):
-        self.caches = {size: LatentCache(pipe, images.select(idx), ImageTransform(size, transform.crop, transform.flip), folder, **kwargs)
+        self.caches = {size: LatentCache(pipe, images.select(idx), ImageTransform(size, transform.crop, transform.flip),
+                                         folder, **kwargs)
                        for size, idx in buckets.items()}
-        self.place = {i: (size, row) for size, idx in buckets.items() for row, i in enumerate(idx)}  # image -> (bucket, row)
+        # image -> (bucket, row)
+        self.place = {i: (size, row) for size, idx in buckets.items() for row, i in enumerate(idx)}
         self.encoded = sum(c.encoded for c in self.caches.values())
 
     def __len__(self): return len(self.place)
     def read(self, idx, views=None) -> torch.Tensor:
         "Stored rows of images `idx`, all of one bucket, view `views` of each: see `LatentCache.read`."
         places = [self.place[int(i)] for i in idx]
-        if len({s for s, _ in places}) != 1: raise ValueError(f"A batch comes from one bucket; images {list(map(int, idx))} are in {sorted({s for s, _ in places})}")
+        if len({s for s, _ in places}) != 1:
+            raise ValueError(f"A batch comes from one bucket; images {list(map(int, idx))} are in "
+                             f"{sorted({s for s, _ in places})}")
         return self.caches[places[0][0]].read([r for _, r in places], views)
 
 # %% ../nbs/02b_train_data.ipynb #ab0c000a
@@ -457,8 +480,10 @@ def bucket_batches(buckets:dict, # {(width, height): image indices}
                   ) -> list:
     "The global batches of `epoch`, ((width, height), image indices) each: every bucket shuffled and cut into full batches, then all of them shuffled."
     batches = []
-    for b, (size, idx) in enumerate(buckets.items()):  # (a seed key never ends in 0: SeedSequence ignores trailing zeros)
-        order = torch.as_tensor(idx)[torch.from_numpy(np.random.default_rng([seed, epoch, 1, b + 1]).permutation(len(idx)))]
+    # (a seed key never ends in 0: SeedSequence ignores trailing zeros)
+    for b, (size, idx) in enumerate(buckets.items()):
+        order = torch.as_tensor(idx)[torch.from_numpy(np.random.default_rng([seed, epoch, 1, b
+                                                                             + 1]).permutation(len(idx)))]
         batches += [(size, order[j * batch:(j + 1) * batch]) for j in range(len(idx) // batch)]
     return [batches[j] for j in np.random.default_rng([seed, epoch, 2, 1]).permutation(len(batches))]
 
@@ -473,7 +498,8 @@ def bucket_batch_indices(k:int, # micro-batch number since the start of the run
     "(epoch, (width, height), image indices) of micro-batch `k` for process `rank`: its slice of the global batch, which every process takes from one bucket."
     batch = batch_size * num_processes
     per_epoch = sum(len(idx) // batch for idx in buckets.values())
-    if per_epoch == 0: raise ValueError(f"{sum(map(len, buckets.values()))} training images are fewer than one batch of {batch_size} x {num_processes} processes; lower batch_size")
+    if per_epoch == 0: raise ValueError(f"{sum(map(len, buckets.values()))} training images are fewer than one batch "
+                                        f"of {batch_size} x {num_processes} processes; lower batch_size")
     epoch, j = divmod(k, per_epoch)
     if memo is None or epoch not in memo:
         batches = bucket_batches(buckets, epoch, batch, seed)
@@ -503,9 +529,11 @@ class MicroBatches(Dataset):
         self.epoch_batches = {}  # the current epoch's bucket batches (`bucket_batch_indices`' memo)
     def __len__(self): return 2**62  # micro-batches never run out: the trainer decides when to stop
     def __getitem__(self, k):
-        if self.buckets: epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order, memo=self.epoch_batches); transform = self.transforms[size]
+        if self.buckets: epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order,
+                                                                 memo=self.epoch_batches); transform = self.transforms[size]
         else: (epoch, idx), transform = batch_indices(k, len(self.images), **self.order), self.transform
         if self.latents is not None:
             return epoch, idx, self.latents.read(idx, flip_views(idx, epoch, self.seed) if transform.flip else None)
-        return epoch, idx, torch.stack([self.images.image(i, transform, np.random.default_rng([self.seed, epoch, i])) for i in idx.tolist()])
+        return epoch, idx, torch.stack([self.images.image(i, transform, np.random.default_rng([self.seed, epoch, i]))
+                                        for i in idx.tolist()])
 
