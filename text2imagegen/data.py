@@ -466,8 +466,8 @@ def check_templates(templates:list|None) -> list|None:
     if templates is None: return None
     templates = [templates] if isinstance(templates, str) else list(templates)
     for t in templates:
-        if not isinstance(t, str) or t.count("{caption}") != 1 or t.replace("{caption}",
-                                                                            "").count("{") + t.count("}") != 1:
+        if (not isinstance(t, str) or t.count("{caption}") != 1
+            or t.replace("{caption}", "").count("{") + t.count("}") != 1):
             raise ValueError(f"A caption template holds {{caption}} once and no other braces, e.g. 'a photo of "
                              f"{{caption}}'; got {t!r}")
     if not templates: raise ValueError("caption templates: give at least one, or None for the captions as they are")

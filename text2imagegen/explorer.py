@@ -247,5 +247,5 @@ def _add_history(self:PromptExplorer, s:dict, results:list, seconds:float):
     button = widgets.Button(description=params_label(params), tooltip=repr(params), layout=widgets.Layout(width="auto"))
     def _restore(_): self.restore(params); self.show(results, seconds)
     button.on_click(_restore)
-    self.history_box.children = (widgets.HBox([image_widget(results[0].image, 40), button]),
-                                 ) + self.history_box.children
+    self.history_box.children = ((widgets.HBox([image_widget(results[0].image, 40), button]),)
+                                 + self.history_box.children)

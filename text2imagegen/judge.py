@@ -305,8 +305,8 @@ def adherence_prompts(categories=None, # category names (None: all of `ADHERENCE
                       per_category:int|None=None, # keep the first n prompts of each category (None: all 60)
                      ) -> list:
     "The benchmark's prompts: dicts with category, index, spec, clauses, prompt."
-    categories = list(ADHERENCE_PROMPTS) if categories is None else [categories] if isinstance(categories,
-                                                                                               str) else list(categories)
+    categories = (list(ADHERENCE_PROMPTS) if categories is None
+                  else [categories] if isinstance(categories, str) else list(categories))
     bad = [c for c in categories if c not in ADHERENCE_PROMPTS]
     if bad: raise ValueError(f"Unknown categories {bad}; accepted: {tuple(ADHERENCE_PROMPTS)}")
     out = []

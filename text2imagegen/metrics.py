@@ -298,9 +298,8 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
                warnings=[str(w.message) for w in caught])
     if bootstrap: out["fid_ci95"] = list(fid_bootstrap(fr, ff, bootstrap, seed))
     if hasattr(ext, "logits"):
-        out["is_mean"], out["is_std"], out["is_splits"] = inception_score_from_logits(extract_features(fake, ext,
-                                                                                                       logits=True),
-                                                                                                       seed=seed)
+        out["is_mean"], out["is_std"], out["is_splits"] = inception_score_from_logits(
+            extract_features(fake, ext, logits=True), seed=seed)
     out["precision"], out["recall"] = precision_recall(fr, ff, k=3)
     out["density"], out["coverage"] = density_coverage(fr, ff, k=5)
     return out
@@ -434,8 +433,8 @@ def per_prompt_chart(comparison:dict, # from `real_vs_generated`
     real, gen = [frac(v) for v in comparison["real_verdicts"]], [frac(v) for v in comparison["generated_verdicts"]]
     y = np.arange(len(real))
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(real) + 0.8))
-    ax.barh(y - 0.2, real, 0.4, label="real", color="tab:gray"); ax.barh(y + 0.2, gen, 0.4, label="generated",
-                                                                         color="tab:blue")
+    ax.barh(y - 0.2, real, 0.4, label="real", color="tab:gray")
+    ax.barh(y + 0.2, gen, 0.4, label="generated", color="tab:blue")
     ax.set_yticks(y); ax.set_yticklabels([c[:48] for c in comparison["captions"]], fontsize=6); ax.invert_yaxis()
     ax.set_xlim(0, 1); ax.set_xlabel("fraction of clauses that hold"); ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
@@ -493,8 +492,8 @@ def captioned_pairs(ds, # rows with image, captions and image_id (e.g. from `hel
     "(real images (N, 3, r, r) in [-1, 1] center-cropped to `resolution`, one seeded caption per image, image ids)."
     transform, real, captions, ids = ImageTransform(resolution), [], [], []
     for k, row in enumerate(ds):
-        real.append(transform(row["image"])); captions.append(pick_caption(row["captions"], 0, k,
-                                                                           seed)); ids.append(str(row["image_id"]))
+        real.append(transform(row["image"])); captions.append(pick_caption(row["captions"], 0, k, seed))
+        ids.append(str(row["image_id"]))
     return torch.stack(real), captions, ids
 
 # %% ../nbs/04b_metrics.ipynb #ee532795
@@ -536,9 +535,8 @@ def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
     m["val_loss"] = dict(val_loss=validation_loss(pipeline, real, captions, seed), n=len(captions), seed=seed)
     m["clip_score"] = m["clip_score_real"] = None
     try:
-        if clip_model: m["clip_score"], m["clip_score_real"] = clip_score(fake, captions,
-                                                                          clip_model), clip_score(real, captions,
-                                                                                                  clip_model)
+        if clip_model: m["clip_score"], m["clip_score_real"] = (clip_score(fake, captions, clip_model),
+                                                                clip_score(real, captions, clip_model))
     except FileNotFoundError: m["clip_score_note"] = f"CLIP score skipped: no CLIP model {str(clip_model)!r} here (a folder or the Hugging Face cache); pass --clip-model"
     g = generated[0].params
     m.update({**(info or {}), "n": len(ids), "seed": seed, "image_ids": ids, "captions": captions,

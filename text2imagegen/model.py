@@ -849,8 +849,8 @@ def _load_lora_file(pipe, f:Path, name:str):
                                        adapter_name=name, metadata=meta)
         for part, weights in parts.items():
             model = getattr(pipe, part)
-            got = get_peft_model_state_dict(model, adapter_name=name) if name in (getattr(model, "peft_config", None)
-                                                                                  or {}) else {}
+            got = (get_peft_model_state_dict(model, adapter_name=name)
+                   if name in (getattr(model, "peft_config", None) or {}) else {})
             misplaced += [f"{part}.{k}" for k, v in weights.items() if k not in got
                           or not torch.equal(got[k], v.to(got[k]))]
         if misplaced: raise ValueError(f"{len(misplaced)} of the {len(state)} weights of {f} fit no layer of this "
@@ -868,8 +868,8 @@ def set_lora_weights(pipe:Text2ImagePipeline, # A pipeline with adapters (`pipe.
     adapters = getattr(pipe, "lora_adapters", None) or []
     for part in LORA_PARTS:
         model = getattr(pipe, part)
-        names = [f"lora_{i}" for i in range(len(adapters)) if f"lora_{i}" in (getattr(model, "peft_config", None)
-                                                                              or {})]
+        names = [f"lora_{i}" for i in range(len(adapters))
+                 if f"lora_{i}" in (getattr(model, "peft_config", None) or {})]
         weights = [adapters[int(n.removeprefix("lora_"))]["scale"] for n in names]
         if names and part == "unet": model.set_adapters(names, weights=weights)
         elif names: set_adapters_for_text_encoder(names, model, weights)

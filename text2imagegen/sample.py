@@ -165,8 +165,8 @@ def check_params(pipeline,        # The pipeline (gives the size multiple and th
         and all(map(_is_text, negative_prompt)))
     if not neg_ok: raise ValueError(f"negative_prompt must be None, a str or a list of {len(prompts)} str (one per "
                                     f"prompt); got {negative_prompt!r:.80}")
-    if not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale,
-                                                                  bool) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+    if (not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale, bool)
+        or not math.isfinite(guidance_scale) or guidance_scale < 0):
         raise ValueError("guidance_scale must be a finite number ≥ 0 (1 = no guidance, 0 = unconditional); got "
                          f"{guidance_scale!r:.80}")
     _check_int("steps", steps)

@@ -106,16 +106,16 @@ def ldm_unet_key(key:str, # A key of a diffusers `UNet2DConditionModel` state di
     fixed = DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"]
     if key in fixed: return fixed[key]
     n, attention_up = config["layers_per_block"] + 1, ["CrossAttn" in t for t in config["up_block_types"]]
-    rules = ((r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda i, j, rest: _resnet(f"input_blocks.{1 + i*n + j}.0.",
-                                                                                      rest)),
+    rules = ((r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)",
+              lambda i, j, rest: _resnet(f"input_blocks.{1 + i*n + j}.0.", rest)),
              (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
               lambda i, j, rest: f"input_blocks.{1 + i*n + j}.1.{rest}"),
              (r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)",
               lambda i, rest: f"input_blocks.{(i + 1)*n}.0.op.{rest}"),
              (r"mid_block\.resnets\.(\d+)\.(.+)", lambda j, rest: _resnet(f"middle_block.{2*j}.", rest)),
              (r"mid_block\.attentions\.0\.(.+)", lambda rest: f"middle_block.1.{rest}"),
-             (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda i, j, rest: _resnet(f"output_blocks.{i*n + j}.0.",
-                                                                                    rest)),
+             (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)",
+              lambda i, j, rest: _resnet(f"output_blocks.{i*n + j}.0.", rest)),
              (r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", lambda i, j, rest: f"output_blocks.{i*n + j}.1.{rest}"),
              (r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)",
               lambda i, rest: f"output_blocks.{i*n + n - 1}.{1 + attention_up[i]}.{rest}"))
@@ -147,8 +147,8 @@ def ldm_vae_item(key:str, # A key of a diffusers `AutoencoderKL` state dict
 def ldm_state_dict(pipe:Text2ImagePipeline, # A Stable-Diffusion-architecture pipeline (VAE, CLIP, no LoRA adapters loaded)
                   ) -> dict:
     "The pipeline's UNet, VAE and text encoder weights as one state dict in the original Stable Diffusion key layout."
-    if not (is_sd_architecture(pipe) and isinstance(pipe.text_encoder,
-                                                    CLIPTextModel)) or pipe.unet.config.class_embed_type or pipe.unet.config.addition_embed_type:
+    if (not (is_sd_architecture(pipe) and isinstance(pipe.text_encoder, CLIPTextModel))
+        or pipe.unet.config.class_embed_type or pipe.unet.config.addition_embed_type):
         raise ValueError("only a Stable-Diffusion-architecture model (CLIP text encoder, VAE, no pixel shuffle, "
                          "coordinate channels, text whitening or extra UNet embeddings) has a single-file layout; keep "
                          "this model's diffusers folder")

@@ -191,9 +191,8 @@ def setup_data(self:Trainer):
     shards = dict(rank=acc.process_index, num_processes=acc.num_processes, barrier=acc.wait_for_everyone,
                   token=str(int(self.main_value(os.getpid()))))
     trained = self.trained_captions(total, per_epoch)  # the cache holds exactly the captions the run draws
-    self.captions = (LiveCaptions if cfg.lora_text_encoder else CaptionCache)(self.pipe, trained
-                                                                              + [c for cs in val_set.captions
-                                                                                 for c in cs], root, **shards)
+    self.captions = (LiveCaptions if cfg.lora_text_encoder else CaptionCache)(
+        self.pipe, trained + [c for cs in val_set.captions for c in cs], root, **shards)
     whitened = fit_text_whitening(self.pipe, self.captions, trained)
     cache = cfg.cache_latents if cfg.cache_latents is not None else cfg.crop == "center"
     enc = dict(device=self.device, dtype=self.dtype, num_workers=cfg.num_workers, **shards)
@@ -262,8 +261,8 @@ def heldout_examples(images:ImageSet, # the held-out split
     "(captions, real images as PIL, image ids) of `n` held-out images chosen with `seed`, one caption each."
     picks = sorted(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False).tolist())
     captions = [pick_caption(images.captions[i], 0, i, seed) for i in picks]
-    return captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks], [images.ids[i]
-                                                                                                   for i in picks]
+    return (captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks],
+            [images.ids[i] for i in picks])
 
 # %% ../nbs/02_train.ipynb #234c3dc2
 def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
@@ -378,8 +377,8 @@ def micro_batch_loss(self:Trainer, k:int) -> torch.Tensor:
     if cfg.noise_offset:  # one constant per image and channel (diffusers' noise offset)
         noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1,) * (x0.dim() - 2),
                                                        generator=g).to(self.device)
-    perturbed = noise + cfg.input_perturbation * torch.randn(x0.shape,
-                                                             generator=g).to(self.device) if cfg.input_perturbation else None
+    perturbed = (noise + cfg.input_perturbation * torch.randn(x0.shape, generator=g).to(self.device)
+                 if cfg.input_perturbation else None)
     with acc.autocast():
         return batch_loss(self.pipe, self.unet, self.noise_scheduler, x0, hidden, pooled, noise, t, cfg.min_snr_gamma,
                           perturbed)

@@ -484,8 +484,8 @@ CLI_FORMATS = {"val_prompts": (_file_lines, "a text file, one prompt per line"),
 
 def _converter(f) -> tuple:
     "(converter, format note) of field `f` on the command line; optional non-text fields also accept `none`."
-    conv, note = CLI_FORMATS.get(f.name, ({"int": int, "float": float}.get(str(f.type).replace(" ", "").split("|")[0],
-                                                                           str), None))
+    conv, note = CLI_FORMATS.get(
+        f.name, ({"int": int, "float": float}.get(str(f.type).replace(" ", "").split("|")[0], str), None))
     optional = "None" in str(f.type) and conv is not str
     def parse(s):
         if optional and s.lower() == "none": return None

@@ -161,8 +161,8 @@ CACHE_FORMAT = 2  # part of every cache's fingerprint: bump when image conversio
 def fingerprint(*parts) -> str:
     "A short hex digest of `parts` (JSON-able values or bytes) and `CACHE_FORMAT`."
     h = hashlib.sha256(f"cache format {CACHE_FORMAT}".encode())
-    for p in parts: h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True,
-                                                                       default=str).encode()); h.update(b"\0")
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode()); h.update(b"\0")
     return h.hexdigest()[:20]
 
 def module_digest(module) -> str:
@@ -482,8 +482,8 @@ def bucket_batches(buckets:dict, # {(width, height): image indices}
     batches = []
     # (a seed key never ends in 0: SeedSequence ignores trailing zeros)
     for b, (size, idx) in enumerate(buckets.items()):
-        order = torch.as_tensor(idx)[torch.from_numpy(np.random.default_rng([seed, epoch, 1, b
-                                                                             + 1]).permutation(len(idx)))]
+        order = torch.as_tensor(idx)[torch.from_numpy(
+            np.random.default_rng([seed, epoch, 1, b + 1]).permutation(len(idx)))]
         batches += [(size, order[j * batch:(j + 1) * batch]) for j in range(len(idx) // batch)]
     return [batches[j] for j in np.random.default_rng([seed, epoch, 2, 1]).permutation(len(batches))]
 
@@ -529,8 +529,9 @@ class MicroBatches(Dataset):
         self.epoch_batches = {}  # the current epoch's bucket batches (`bucket_batch_indices`' memo)
     def __len__(self): return 2**62  # micro-batches never run out: the trainer decides when to stop
     def __getitem__(self, k):
-        if self.buckets: epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order,
-                                                                 memo=self.epoch_batches); transform = self.transforms[size]
+        if self.buckets:
+            epoch, size, idx = bucket_batch_indices(k, self.buckets, **self.order, memo=self.epoch_batches)
+            transform = self.transforms[size]
         else: (epoch, idx), transform = batch_indices(k, len(self.images), **self.order), self.transform
         if self.latents is not None:
             return epoch, idx, self.latents.read(idx, flip_views(idx, epoch, self.seed) if transform.flip else None)
