@@ -1,6 +1,7 @@
-"Shared helpers for the browser tests: Debian's Chromium driven by Playwright, free ports, a static file server."
+"Shared helpers for the browser tests: Debian's Chromium driven by Playwright, free ports, a static file server, Voilà."
 from __future__ import annotations
-import contextlib, functools, os, shutil, socket, tempfile, threading
+import contextlib, functools, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import urllib.error, urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import pytest
@@ -46,3 +47,29 @@ def serve_folder(folder:Path):
     finally:
         server.shutdown()
         server.server_close()
+
+@contextlib.contextmanager
+def voila_app(notebook:Path, # The notebook Voilà serves as an app
+              cwd:Path,      # Folder Voilà runs in; its log goes to `voila.log` there
+              env:dict|None=None, # Extra environment variables for Voilà and its kernel
+             ):
+    "Serve `notebook` with Voilà on a free localhost port; yield its URL; stop Voilà and its kernel afterwards."
+    port, log_path = free_port(), Path(cwd)/'voila.log'
+    cmd = [sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
+           '--show_tracebacks=True', '--VoilaConfiguration.http_keep_alive_timeout=120']
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+        url = f'http://127.0.0.1:{port}/'
+        try:
+            for _ in range(300):  # the server itself starts in seconds; the notebook runs once a page asks for it
+                if proc.poll() is not None: raise RuntimeError(f'Voilà exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}')
+                try: urllib.request.urlopen(url + 'voila/static/', timeout=2)
+                except urllib.error.HTTPError: break  # any HTTP answer means the server is up
+                except OSError: time.sleep(0.2)
+                else: break
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # Voilà and the kernel it started
+            try: proc.wait(timeout=20)
+            except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()

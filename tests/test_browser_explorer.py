@@ -3,36 +3,17 @@ random-weight model) on localhost, headless Chromium types a prompt, clicks Gene
 then restores the settings from the history.
 A screenshot goes to `test-results/explorer.png`; the server is shut down afterwards.
 """
-import os, signal, subprocess, sys, time, urllib.error, urllib.request
 import pytest
-from browser import ROOT, RESULTS, chromium_page, free_port
+from browser import ROOT, RESULTS, chromium_page, voila_app
 
 APP = ROOT/'tests'/'explorer_app.ipynb'
 
 @pytest.fixture
 def voila_url(tmp_path):
-    "Start Voilà on a free localhost port serving the explorer app; yield its URL; stop it (and its kernel)."
-    port = free_port()
-    log = open(tmp_path/'voila.log', 'w')
-    cmd = [sys.executable, '-m', 'voila', str(APP), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
-           '--show_tracebacks=True', '--VoilaConfiguration.http_keep_alive_timeout=120']
-    env = {**os.environ, 'IN_TEST': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f'http://127.0.0.1:{port}/'
+    "Voilà serving the explorer app on localhost (its log is printed afterwards)."
     try:
-        for _ in range(300):  # the server itself starts in seconds; the notebook runs once a page asks for it
-            if proc.poll() is not None: pytest.fail(f'Voilà exited ({proc.returncode}):\n{(tmp_path/"voila.log").read_text()[-3000:]}')
-            try: urllib.request.urlopen(url + 'voila/static/', timeout=2)
-            except urllib.error.HTTPError: break  # any HTTP answer means the server is up
-            except OSError: time.sleep(0.2)
-            else: break
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # Voilà and the kernel it started
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
-        log.close()
-        print((tmp_path/'voila.log').read_text()[-2000:])
+        with voila_app(APP, tmp_path, env={'IN_TEST': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}) as url: yield url
+    finally: print((tmp_path/'voila.log').read_text()[-2000:])
 
 def test_explorer_generates_in_chromium(voila_url):
     RESULTS.mkdir(exist_ok=True)

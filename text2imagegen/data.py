@@ -823,10 +823,12 @@ def load_captioned(source, # hub id, save_to_disk folder, imagefolder, results.c
                    subset:float|int|None=None, # fraction in (0, 1] or count of images to keep, chosen with `seed`
                    seed:int=0, # seeds the subset
                    image_dir=None, # folder with the images of a results.csv / Karpathy file (default: found beside it)
+                   skipped:list|None=None, # a list that receives (name, reason) of each input skipped (the data audit counts them)
                   ):
     "A `datasets.Dataset` with columns image (PIL), captions (list of str) and image_id, from any supported layout."
     import datasets
     skips = _Skips()
+    if skipped is not None: skips.items = skipped  # (the skips land in the caller's list)
     if isinstance(source, datasets.Dataset):
         return _from_hf(source, image_column, caption_column, subset, seed, "the dataset", skips)
     layout, path = _detect(source)

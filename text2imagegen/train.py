@@ -162,7 +162,8 @@ def release(self:Trainer):
 def load_data(self:Trainer):
     "Read the splits and fingerprint them; refuse, before anything is built, too few images for one batch or other data than the checkpoint's."
     cfg, processes = self.config, self.accelerator.num_processes
-    self.train_set, self.heldout = load_images(cfg)
+    self.skipped = []  # (name, reason) of each input the loader skipped: the data audit counts them
+    self.train_set, self.heldout = load_images(cfg, self.skipped)
     if len(self.train_set) < cfg.batch_size * processes:
         raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of {cfg.batch_size} x "
                          f"{processes} process(es): lower --batch-size to at most "
@@ -213,6 +214,16 @@ def setup_data(self:Trainer):
                            f"captions{' (token states whitened, fitted to the training captions)' if whitened else ''}; caches in {root} ({self.captions.encoded} captions, {self.latents.encoded if cache else 0} images encoded "
                            f"here; latents {'cached' if cache else 'computed per step'}){buckets} "
                            f"({time.time() - self.t_start:.0f} s)")
+    self.audit = self.audit_data() if self.is_main else None
+
+
+# %% ../nbs/02_train.ipynb #da0d0b01
+@patch
+def audit_data(self:Trainer) -> dict:
+    "The data audit (`data_audit`), printed in short; the run folder keeps it as `data_audit.json`."
+    audit = data_audit(self.config, self.train_set, self.heldout, self.pipe, self.skipped, self.buckets, self.accelerator.num_processes)
+    print(audit_text(audit, short=True))
+    return audit
 
 # %% ../nbs/02_train.ipynb #ab0c0012
 @patch
@@ -631,6 +642,7 @@ def open_run_folder(self:Trainer):
         if cfg.overwrite and not cfg.resume: clear_run_folder(run)
         mark_run_folder(run); cfg.save(run/"config.json"); self.write_heldout()
         if self.buckets: self.write_buckets()
+        if getattr(self, "audit", None): write_text_atomically(run/"data_audit.json", json.dumps(self.audit, indent=1))
         if self.sources: write_text_atomically(run/"config_sources.json", json.dumps(self.sources, indent=2))
         self.log = start_log(run/"log.csv", keep_until=self.resumed["step"] if self.resumed else None)
         if self.resumed:
@@ -841,7 +853,11 @@ def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])
     argv = sys.argv[1:] if argv is None else list(argv)
     flags = vars(train_parser().parse_args(argv))
     recipe, config_file, dry_run = flags.pop("recipe", None), flags.pop("config", None), flags.pop("dry_run", False)
+    audit = flags.pop("audit", False)
     config, sources = layered_config(recipe, config_file, flags)
+    if audit:
+        processes = int(os.environ.get("WORLD_SIZE", 1))  # (set by `accelerate launch`)
+        print(audit_text(audit_run_data(split_global_batch(resolve_defaults(config), processes), processes))); return
     if dry_run:
         resolved = resolve_defaults(config)
         sources = filled_sources(config, resolved, sources)

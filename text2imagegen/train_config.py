@@ -512,6 +512,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of TrainConfig fields, e.g. a run's config.json")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config (and where each value came from) "
                                                           "and a data summary, then exit")
+    p.add_argument("--audit", action="store_true", help="print the data audit (images used and skipped, caption lengths in tokens, "
+                                                        "sizes, crops, duplicates, epochs), then exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one-line message")
     docs = field_docs()
     for f in fields(TrainConfig):

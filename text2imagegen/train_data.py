@@ -21,12 +21,13 @@ from .train_config import TrainConfig, check_resolved
 
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images', 'DiskArray',
-           'fingerprint', 'module_digest', 'images_digest', 'shard', 'remove_stale_fills', 'filled_cache',
+__all__ = ['CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'ASPECT_BINS', 'ImageSet', 'shapes_images', 'captioned_images', 'load_images',
+           'DiskArray', 'fingerprint', 'module_digest', 'images_digest', 'shard', 'remove_stale_fills', 'filled_cache',
            'CaptionCache', 'fit_text_whitening', 'encode_images', 'LatentCache', 'flip_views', 'epoch_order',
            'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
            'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'micro_batches_per_epoch',
-           'MicroBatches']
+           'MicroBatches', 'aspect_histogram', 'crop_share', 'content_hashes', 'unlisted_images', 'data_audit',
+           'audit_text', 'audit_run_data']
 
 # %% ../nbs/02b_train_data.ipynb #f84b1959
 @dataclass
@@ -79,13 +80,14 @@ def captioned_images(ds, # data set with columns `image`, `captions` and `image_
 
 # %% ../nbs/02b_train_data.ipynb #1b4f29c4
 def load_images(config:TrainConfig, # a resolved config (data, subset, split, seed, shapes_pool, val_size)
+                skipped:list|None=None, # a list that receives (name, reason) of each input the loader skipped
                ) -> tuple:
     "(train, held out) ImageSets: the Shapes world's train/val splits, or a captioned source split by image (`train_val_split`)."
     check_resolved(config)
     if config.data == "shapes":
         return shapes_images(config, "train", config.shapes_pool), shapes_images(config, "val", config.val_size)
     parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
-                            image_column=config.image_column, caption_column=config.caption_column)
+                            image_column=config.image_column, caption_column=config.caption_column, skipped=skipped)
     return captioned_images(parts["train"]), captioned_images(parts["val"])
 
 # %% ../nbs/02b_train_data.ipynb #5e0d1a02
@@ -538,3 +540,143 @@ class MicroBatches(Dataset):
         return epoch, idx, torch.stack([self.images.image(i, transform, np.random.default_rng([self.seed, epoch, i]))
                                         for i in idx.tolist()])
 
+
+# %% ../nbs/02b_train_data.ipynb #da0d0002
+from collections import Counter, defaultdict
+from .data import IMAGE_SUFFIXES
+from .run_folder import file_sha256
+from .train_config import make_pipeline, run_steps
+
+ASPECT_BINS = ((0.5, "<0.5"), (0.75, "0.5-0.75"), (0.9, "0.75-0.9"), (1.1, "0.9-1.1"), (1.33, "1.1-1.33"), (2.0, "1.33-2"), (math.inf, ">=2"))
+
+def aspect_histogram(sizes:list, # (width, height) of each image
+                    ) -> dict:
+    "{bin: images} of the aspect ratio width / height; each bin of `ASPECT_BINS` runs up to, not including, its bound."
+    counts = {label: 0 for _, label in ASPECT_BINS}
+    for w, h in sizes: counts[next(label for bound, label in ASPECT_BINS if w / h < bound)] += 1
+    return counts
+
+def crop_share(size:tuple, # (width, height) of the image
+               target:tuple, # (width, height) it is cropped to: its bucket, or the square
+              ) -> float:
+    "The fraction of the image's area cut away when it is resized to cover `target` and cropped to it."
+    (w, h), _ = ImageTransform(target).crop_box(*size)
+    return 1 - target[0] * target[1] / (w * h)
+
+def content_hashes(images:ImageSet) -> list:
+    "SHA-256 of each image: its file's bytes (or the bytes embedded in the data set), or the pixels of a rendered image."
+    if images.images is not None: return [hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in images.images]
+    import datasets
+    raw = images.dataset.cast_column("image", datasets.Image(decode=False))
+    return [hashlib.sha256(x["bytes"]).hexdigest() if x.get("bytes") else file_sha256(x["path"])
+            for batch in raw.iter(batch_size=1024) for x in batch["image"]]
+
+# %% ../nbs/02b_train_data.ipynb #da0d0005
+def unlisted_images(source:str, # the run's `data`
+                    named:list, # the file names the metadata gives (used and skipped images)
+                   ) -> list:
+    "Image files in an imagefolder (`metadata.jsonl` / `metadata.csv`) that its metadata does not name; [] for other sources."
+    folder = Path(str(source))
+    if folder.is_file() and folder.name in ("metadata.jsonl", "metadata.csv"): folder = folder.parent
+    elif not (folder.is_dir() and any((folder/m).is_file() for m in ("metadata.jsonl", "metadata.csv"))): return []
+    def resolved(p):
+        try: return (folder/p).resolve()
+        except (OSError, ValueError, RuntimeError): return None
+    listed = {resolved(n) for n in named}
+    return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and resolved(p) not in listed]
+
+# %% ../nbs/02b_train_data.ipynb #da0d0006
+def data_audit(config:TrainConfig, # the run's resolved config, its global batch split (`split_global_batch`)
+               train_set:ImageSet, heldout:ImageSet, # the splits (`load_images`)
+               tokenizer, # the run's tokenizer, or its pipeline: its `model_max_length` is where captions are cut
+               skipped:list=(), # (name, reason) of each input the loader skipped (`load_images(..., skipped=)`)
+               buckets:dict|None=None, # {(width, height): training image indices} (`image_buckets`), if the run buckets
+               num_processes:int=1, # processes training together
+               examples:int=3, # examples of each finding
+              ) -> dict:
+    """What the run trains on, as JSON-able numbers: images found, used and skipped (by reason); captions per image and
+    their length in tokens; image sizes, aspect ratios and the share each crop cuts; images dropped by batch rounding;
+    duplicates; the epochs `max_steps` means. Reads each image file's header and its bytes once (hashes); decodes no pixels."""
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    used, n = list(train_set.ids) + list(heldout.ids), len(train_set)
+    skipped = sorted(set(map(tuple, skipped)))  # (a source read split by split reports what both reads see twice)
+    unlisted = [] if config.subset else unlisted_images(config.data, used + [name for name, _ in skipped])
+    reasons = Counter(reason for _, reason in skipped) + Counter({"image file not in the metadata": len(unlisted)})
+    lost = {name for name, _ in skipped} - set(used)  # images (or rows) that never became a training or held-out image
+    captions = list(train_set.captions) + list(heldout.captions)
+    per_image = [len(cs) for cs in captions]
+    flat = [c for cs in captions for c in cs]
+    lengths = [len(ids) for ids in tokenizer(flat, truncation=False, verbose=False).input_ids] if flat else [0]
+    limit, long = int(tokenizer.model_max_length), sorted({(c, k) for c, k in zip(flat, lengths) if k > tokenizer.model_max_length}, key=lambda x: -x[1])
+    sizes = train_set.sizes() + heldout.sizes()
+    targets = {i: size for size, idx in buckets.items() for i in idx} if buckets else {}
+    crops = [crop_share(sizes[i], targets.get(i, (config.resolution, config.resolution))) for i in range(n)]
+    per_epoch = micro_batches_per_epoch(n, config.batch_size, num_processes, buckets)
+    steps, batch = run_steps(config, per_epoch), config.batch_size * config.grad_accum * num_processes
+    groups = defaultdict(list)
+    for i, h in enumerate(content_hashes(train_set) + content_hashes(heldout)): groups[h].append(i)
+    dups = [g for g in groups.values() if len(g) > 1]
+    return dict(
+        source=str(config.data),
+        images=dict(found=len(used) + len(lost) + len(unlisted), used=len(used), training=n, held_out=len(heldout),
+                    skipped=len(lost) + len(unlisted)),
+        skipped=dict(sorted(reasons.items())),
+        skipped_examples={r: [name for name, reason in skipped if reason == r][:examples] + ([] if r != "image file not in the metadata" else unlisted[:examples])
+                          for r in sorted(reasons)},
+        captions_per_image=dict(min=min(per_image), mean=round(float(np.mean(per_image)), 3), max=max(per_image),
+                                histogram={str(k): v for k, v in sorted(Counter(per_image).items())}),
+        caption_tokens=dict(limit=limit, mean=round(float(np.mean(lengths)), 2), max=max(lengths),
+                            **{f"p{q}": int(np.percentile(lengths, q, method="nearest")) for q in (50, 90, 99)},
+                            over_limit=sum(k > limit for k in lengths),
+                            over_limit_examples=[dict(caption=c, tokens=k) for c, k in long[:examples]]),
+        image_sizes=dict(min_width=min(w for w, _ in sizes), max_width=max(w for w, _ in sizes),
+                         min_height=min(h for _, h in sizes), max_height=max(h for _, h in sizes)),
+        aspect_ratios=aspect_histogram(sizes),
+        crop_share=dict(target="bucket" if buckets else f"{config.resolution}x{config.resolution}",
+                        mean=round(float(np.mean(crops)), 4) if crops else 0.0, max=round(max(crops, default=0.0), 4)),
+        buckets={f"{w}x{h}": len(idx) for (w, h), idx in buckets.items()} if buckets else None,
+        dropped_per_epoch=n - per_epoch * config.batch_size * num_processes,
+        duplicates=dict(groups=len(dups), images=sum(map(len, dups)), across_splits=sum(min(g) < n <= max(g) for g in dups),
+                        examples=[[used[i] for i in g] for g in dups[:examples]]),
+        plan=dict(steps=steps, global_batch=batch, epochs=round(steps * batch / n, 3) if n else None))
+
+# %% ../nbs/02b_train_data.ipynb #da0d0007
+def _counts(d:dict) -> str: return ", ".join(f"{v} {k}" for k, v in d.items()) or "none"
+
+def audit_text(audit:dict, # from `data_audit`
+               short:bool=False, # a few lines (printed at the start of a run), else all of it
+              ) -> str:
+    "The data audit as text."
+    im, cap, tok, sz, crop, dup, plan = (audit[k] for k in ("images", "captions_per_image", "caption_tokens", "image_sizes", "crop_share", "duplicates", "plan"))
+    over = f"{tok['over_limit']} caption(s) over the limit, cut there" if tok["over_limit"] else "none over the limit"
+    lines = [f"Data audit of {audit['source']}: {im['found']} images found, {im['used']} used ({im['training']} training, {im['held_out']} held out), "
+             f"{im['skipped']} skipped" + (f" (inputs skipped: {_counts(audit['skipped'])})" if audit["skipped"] else ""),
+             f"  captions: {cap['min']} to {cap['max']} per image (mean {cap['mean']}); tokens mean {tok['mean']}, max {tok['max']} "
+             f"of the text encoder's {tok['limit']}: {over}",
+             f"  images: {sz['min_width']}x{sz['min_height']} to {sz['max_width']}x{sz['max_height']} (smallest, largest sides); crops to the "
+             f"{crop['target']} cut {crop['mean']:.0%} of an image on average, at most {crop['max']:.0%}; "
+             f"{audit['dropped_per_epoch']} training image(s) dropped per epoch by batch rounding",
+             f"  duplicates: {dup['groups']} group(s), {dup['images']} images ({dup['across_splits']} across training and held out); "
+             f"{plan['steps']:,} steps x global batch {plan['global_batch']} = {plan['epochs']} epochs"]
+    if short: return "\n".join(lines)
+    lines += [f"  skipped, examples: {audit['skipped_examples']}" if audit["skipped"] else "  skipped: none",
+              f"  captions per image (captions: images): " + ", ".join(f"{k}: {v}" for k, v in cap["histogram"].items()),
+              f"  caption tokens: p50 {tok['p50']}, p90 {tok['p90']}, p99 {tok['p99']}",
+              *[f"    over the limit ({e['tokens']} tokens): {e['caption'][:100]!r}" for e in tok["over_limit_examples"]],
+              f"  aspect ratio (width / height): " + ", ".join(f"{k}: {v}" for k, v in audit["aspect_ratios"].items()),
+              f"  buckets (width x height: images): " + (", ".join(f"{k}: {v}" for k, v in audit["buckets"].items()) if audit["buckets"] else "none (square crops)"),
+              *[f"    identical: {', '.join(map(str, g))}" for g in dup["examples"]]]
+    return "\n".join(lines)
+
+# %% ../nbs/02b_train_data.ipynb #da0d0008
+def audit_run_data(config:TrainConfig, # a resolved config, its global batch split (`split_global_batch`)
+                   num_processes:int=1, # processes training together
+                  ) -> dict:
+    "The data audit of the run `config` describes, without training: the loader's reading of the data, the run's pipeline (for its tokenizer and size multiple), the images' headers and bytes."
+    skipped = []
+    train_set, heldout = load_images(config, skipped)
+    pipe = make_pipeline(config)
+    buckets = (image_buckets(train_set.sizes(), config.resolution, bucket_step(config.resolution, pipe.size_multiple),
+                             config.batch_size * num_processes) if config.buckets else None)
+    return data_audit(config, train_set, heldout, pipe, skipped, buckets, num_processes)
