@@ -45,9 +45,9 @@ def test_lora_vs_full_smoke(tmp_path):
 
 
 def test_time_to_quality_snapshots(tmp_path, monkeypatch):
-    "`train_with_snapshots` (a `Trainer` callback) saves the EMA pipeline at each mark but the last, which the final model covers."
+    "`train_with_snapshots` (bench/_common.py, a `Trainer` callback) saves the EMA pipeline at each mark but the last, which the final model covers."
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    from time_to_quality import train_with_snapshots
+    from _common import train_with_snapshots
     from text2imagegen.train import TrainConfig, read_log
     cfg = TrainConfig(resolution=32, shapes_pool=32, val_size=4, batch_size=4, max_steps=3, max_minutes=0, warmup_steps=1,
                       val_every=3, checkpoint_every=3, val_seeds=[0], sample_steps=2, num_threads=1,
@@ -110,3 +110,4 @@ def test_speckle_smoke(tmp_path):
     assert "| model | sampler | steps | guidance | speckle |" in proc.stdout and f"JSON: {out}" in proc.stdout
     bad = subprocess.run(cmd + ["--settings", "dpm3:20:3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "sampler:steps:guidance" in bad.stderr and "dpm++2m" in bad.stderr
+
