@@ -111,3 +111,20 @@ def test_speckle_smoke(tmp_path):
     bad = subprocess.run(cmd + ["--settings", "dpm3:20:3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "sampler:steps:guidance" in bad.stderr and "dpm++2m" in bad.stderr
 
+
+def test_train_speed_vs_smoke(tmp_path):
+    "`bench/train_speed_vs.py --smoke` against HEAD: each run imports its own tree's code, the table has a row per round and the mean, the worktree goes."
+    out = tmp_path / "train_speed_vs.json"
+    proc = subprocess.run([sys.executable, "bench/train_speed_vs.py", "--smoke", "--ref", "HEAD", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = {r["code"]: r for r in result["runs"]}
+    assert set(runs) == {"reference", "current"} and all(r["images_per_s"] > 0 and r["steady_steps"] == 3 for r in runs.values())
+    assert runs["current"]["module"] == str(ROOT / "text2imagegen" / "__init__.py")
+    assert "train_speed_vs-" in runs["reference"]["module"] and not Path(runs["reference"]["module"]).exists()  # its worktree is removed
+    assert result["rows"][0]["ips_ratio"] == runs["current"]["images_per_s"] / runs["reference"]["images_per_s"]
+    assert "| round | reference images/s | current images/s | images/s current / reference |" in proc.stdout and "| mean |" in proc.stdout
+    ref_tree = str(Path(runs["reference"]["module"]).parents[1])
+    assert ref_tree not in subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+
