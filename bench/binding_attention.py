@@ -24,6 +24,8 @@ from fastcore.script import call_parse
 from text2imagegen.data import PALETTE, ShapesWorld, pil_to_tensor
 from text2imagegen.model import load_pipeline
 
+from _common import table_header, table_row
+
 
 class AttentionRecorder(AttnProcessor):
     "diffusers' plain attention processor that also keeps the last attention probabilities under `name` in `store`."
@@ -141,13 +143,12 @@ def main(run:str,                    # Run folder written by `t2i-train` (or a s
                         if kind == "colour": mass[(t, layer)].append(both)
     rows = []
     print(f"{len(scenes)} relation scenes (validation split), teacher-forced at timesteps {timesteps}.")
-    print("| timestep | layer | own colour word's share (A, B boxes) | own shape word's share | attention on the two colour words |")
-    print("|---|---|---|---|---|")
+    print(table_header(["timestep", "layer", "own colour word's share (A, B boxes)", "own shape word's share", "attention on the two colour words"]))
     for (t, layer), kinds in share.items():
         r = {"timestep": t, "layer": layer, **{f"{k}_share": sum(v) / len(v) for k, v in kinds.items()},
              "colour_mass": sum(mass[(t, layer)]) / len(mass[(t, layer)])}
         rows.append(r)
-        print(f"| {t} | {layer} | {r.get('colour_share', float('nan')):.2f} | {r.get('shape_share', float('nan')):.2f} | {r['colour_mass']:.2f} |")
+        print(table_row([t, layer, r.get("colour_share"), r.get("shape_share"), r["colour_mass"]]))
     for t, v in drawn.items(): print(f"timestep {t}: the clean-image estimate's colour in an object's box is nearer its own colour than the other object's in {sum(v) / len(v):.2f} of {len(v)} boxes")
     path = Path(out) if out else Path(run) / "binding_attention.json"
     path.write_text(json.dumps({"scenes": len(scenes), "rows": rows,

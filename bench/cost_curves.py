@@ -16,7 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from fastcore.script import call_parse
-from lora_vs_full import run as run_worker  # bench/, beside this script
+
+from _common import machine_info, markdown_table, run_worker
 
 PROMPTS = ["a large red circle on the left", "a small blue square at the top", "three small green squares",
            "a large blue circle above a small red square"]
@@ -74,7 +75,7 @@ def worker(spec:dict):
 
 def run_point(spec:dict, work:Path) -> dict:
     "`worker(spec)` in a subprocess: its numbers and its peak RSS (MB, from wait4)."
-    return run_worker(spec, work, script=__file__, what=f"the point {key(spec)}")
+    return run_worker(__file__, spec, work, what=f"the point {key(spec)}")
 
 
 def figure(result:dict, path:Path):
@@ -104,20 +105,13 @@ def figure(result:dict, path:Path):
 
 
 def table(result:dict) -> str:
-    lines = ["| curve | point | seconds | images/s | peak RSS (MB) |", "|---|---|---|---|---|"]
+    cells = []
     for name, c in result["curves"].items():
         for p in c["points"]:
             fixed = ", ".join(f"{k} {p[k]}" for k in ("resolution", "batch", "steps") if k in p and k != c["varies"])
             per = "per step" if name.startswith("train") else "per call"
-            lines.append(f"| {name} ({fixed}) | {c['varies']} {p[c['varies']]} | {p['seconds']:.3f} {per} | "
-                         f"{p['images_per_s']:.1f} | {p['peak_rss_mb']:.0f} |")
-    return "\n".join(lines) + "\n"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+            cells.append([f"{name} ({fixed})", f"{c['varies']} {p[c['varies']]}", f"{p['seconds']:.3f} {per}", p["images_per_s"], p["peak_rss_mb"]])
+    return markdown_table(cells, ["curve", "point", "seconds", "images/s", "peak RSS (MB)"]) + "\n"
 
 
 @call_parse
@@ -147,7 +141,7 @@ def main(repeats:int=2,     # Passes over all points (one after the other); each
                     best[k] = dict(got, peak_rss_mb=max(got["peak_rss_mb"], best.get(k, {}).get("peak_rss_mb", 0)))
                 else: best[k]["peak_rss_mb"] = max(best[k]["peak_rss_mb"], got["peak_rss_mb"])
                 print(f"pass {r + 1}/{repeats} {k}: {got['seconds']:.3f} s, {got['peak_rss_mb']:.0f} MB", flush=True)
-    result = dict(cpu=cpu_model(), threads=threads, repeats=repeats, train_steps_timed=steps,
+    result = dict(cpu=machine_info()["cpu"], threads=threads, repeats=repeats, train_steps_timed=steps,
                   load_avg=[load0, os.getloadavg()[0]], wall_s=time.perf_counter() - t_start,
                   curves={name: dict(varies=var, points=[dict(spec, **best[key(spec)]) for spec in specs])
                           for name, (var, specs) in plan.items()})

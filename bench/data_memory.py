@@ -10,12 +10,14 @@ decoding images ahead of the encoder. Prints one table and writes JSON.
     python bench/data_memory.py --n 2000 --out /tmp  # a quick look
 """
 from __future__ import annotations
-import json, os, re, shutil, subprocess, sys, time
+import json, re, shutil, time
 from pathlib import Path
 
 import numpy as np
 from fastcore.script import call_parse
 from PIL import Image
+
+from _common import machine_info, markdown_table, run_measured
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "grey", "brown"]
 THINGS = ["dog", "child", "bicycle", "man", "woman", "car", "ball", "tree", "boat", "house"]
@@ -42,15 +44,11 @@ def run(corpus:Path, out:Path, cache:Path, *flags) -> dict:
     cmd = [shutil.which("t2i-train") or "t2i-train", "--data", str(corpus), "--resolution", "256", "--max-steps", "2",
            "--max-minutes", "0", "--batch-size", "4", "--val-size", "32", "--val-every", "2", "--sample-steps", "2",
            "--val-seeds", "0", "--cache-dir", str(cache), "--output-dir", str(out), *flags]
-    t0 = time.time()
-    with open(out.with_suffix(".log"), "w") as log:
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(p.pid, 0)
-    text = out.with_suffix(".log").read_text()
-    if status != 0: raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
-    setup = float(re.search(r"Data: .*\((\d+) s\)", text).group(1))
-    return dict(peak_rss_gb=usage.ru_maxrss / 2**20, setup_s=setup, wall_s=time.time() - t0,
-                data_line=re.search(r"Data: .*", text).group(0))
+    done = run_measured(cmd, what=" ".join(cmd))
+    text = done.stdout + done.stderr
+    out.with_suffix(".log").write_text(text)
+    return dict(peak_rss_gb=done.peak_mb / 1024, setup_s=float(re.search(r"Data: .*\((\d+) s\)", text).group(1)),
+                wall_s=done.seconds, data_line=re.search(r"Data: .*", text).group(0))
 
 
 @call_parse
@@ -68,9 +66,10 @@ def main(n:int=31_783, # images in the corpus (Flickr30K has 31,783)
         rows[name] = run(out / "corpus", out / f"run_{name.split(',')[0]}{'_w' if 'workers' in name else ''}", cache, *flags)
         print(name, rows[name])
     cold, warm = rows["cold"], rows["warm"]
-    table = ["| run | peak RSS (GB) | set-up (s) | wall (s) |", "|---|---|---|---|"]
-    table += [f"| {k} | {r['peak_rss_gb']:.2f} | {r['setup_s']:.0f} | {r['wall_s']:.0f} |" for k, r in rows.items()]
+    machine = machine_info()
+    table = [markdown_table([[k, r["peak_rss_gb"], r["setup_s"], r["wall_s"]] for k, r in rows.items()],
+                            ["run", "peak RSS (GB)", "set-up (s)", "wall (s)"])]
     table.append(f"\nwarm start {cold['setup_s'] / max(warm['setup_s'], 1):.1f}x faster than cold (set-up); "
-                 f"{n} images, 256 px, tiny preset (MiniLM, pixel space), 2 training steps; {os.cpu_count()} CPUs")
+                 f"{n} images, 256 px, tiny preset (MiniLM, pixel space), 2 training steps; {machine['cores']} CPUs")
     print("\n".join(table))
-    (out / "data_memory.json").write_text(json.dumps({"n": n, "runs": rows}, indent=1))
+    (out / "data_memory.json").write_text(json.dumps({"n": n, "machine": machine, "runs": rows}, indent=1))

@@ -27,8 +27,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from fastcore.script import call_parse
-from sample_overhead import reset_memory, sampling_rows  # bench/, beside this script
-from train_throughput import reference_row, trainer_row, write_images
+
+from _common import machine_info, markdown_table, reference_row, reset_memory, sampling_rows, trainer_row, write_images
 
 
 def sd15_architecture():
@@ -57,19 +57,19 @@ def measured(f, *args, **kwargs):
 
 
 def table(rows:list, device_name:str) -> str:
-    lines = [f"device: {device_name}", "",
-             "| task | how | px | batch | speed | ratio | trainable params | peak GPU memory (GB) | set-up (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
-        if "error" in r: lines.append(f"| {r['task']} | {r['how']} | {r['px']} | {r['batch']} | failed: {r['error']} | | | | |")
+        peak = r.get("peak_gb")
+        if "error" in r: cells.append([r["task"], r["how"], r["px"], r["batch"], f"failed: {r['error']}", "", "", "", ""])
         elif r["task"] == "train":
-            speed, ratio = f"{r['images_per_s']:.2f} images/s", f"{r['vs_reference']:.2f}x the reference" if "vs_reference" in r else "-"
-            extra = f"{r['trainable']:,} | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | {r['setup_s']:.0f}"
+            ratio = f"{r['vs_reference']:.2f}x the reference" if "vs_reference" in r else None
+            cells.append([r["task"], r["how"], r["px"], r["batch"], f"{r['images_per_s']:.2f} images/s", ratio, r["trainable"], peak, r["setup_s"]])
         else:
-            speed, ratio = f"{r['it_per_s']:.2f} it/s", f"{r['over_unet']:.2f}x the UNet's time"
-            extra = f"- | {r['peak_gb'] if r['peak_gb'] is not None else '-'} | " + (f"{r['compile_s']:.0f} (compiling)" if "compile_s" in r else "-")
-        lines.append(f"| {r['task']} | {r['how']} | {r['px']} | {r['batch']} | {speed} | {ratio} | {extra} |")
-    return "\n".join(lines)
+            compiling = f"{r['compile_s']:.0f} (compiling)" if "compile_s" in r else None
+            cells.append([r["task"], r["how"], r["px"], r["batch"], f"{r['it_per_s']:.2f} it/s", f"{r['over_unet']:.2f}x the UNet's time",
+                          None, peak, compiling])
+    return f"device: {device_name}\n\n" + markdown_table(cells, ["task", "how", "px", "batch", "speed", "ratio", "trainable params",
+                                                                 "peak GPU memory (GB)", "set-up (s)"])
 
 
 @call_parse
@@ -127,8 +127,9 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             compiled = measured(sampling_rows, model, sample_px, [2 if smoke else 8], sample_steps, device, captions, torch.bfloat16, True, rounds=2)
             rows += [r for r in compiled if "compile" in r["how"]] if isinstance(compiled, list) else [
                 dict(task="sample", how="generate + torch.compile", px=sample_px, batch="-", **compiled)]
-        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
-        result = dict(device=name, torch=torch.__version__, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)
+        machine = machine_info()
+        name = machine["gpu"] if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
+        result = dict(device=name, torch=torch.__version__, machine=machine, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1))
         print(table(rows, name))

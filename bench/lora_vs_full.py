@@ -11,10 +11,12 @@ Prints one markdown table, ratios against full fine-tuning measured in the same 
     python bench/lora_vs_full.py --channels 32 --resolution 32 --steps 2 --warmup 1 --rounds 1 --out /tmp/lora_vs_full.json  # a check
 """
 from __future__ import annotations
-import json, os, shutil, subprocess, sys, tempfile, time
+import json, shutil, tempfile, time
 from pathlib import Path
 
 from fastcore.script import call_parse
+
+from _common import machine_info, markdown_table, run_worker
 
 CONFIGS = {"full fine-tuning": {}, "LoRA r4": dict(lora_rank=4), "LoRA r16": dict(lora_rank=16)}  # TrainConfig fields of each row
 
@@ -47,24 +49,16 @@ def worker(spec:dict):
     Path(spec["out"]).write_text(json.dumps(result))
 
 
-def run(spec:dict, work:Path, script:str=__file__, what:str="the worker") -> dict:
-    "Run `script --worker-spec` on `spec` in a subprocess; its numbers and peak RSS (MB, from wait4)."
-    spec_file, log = work / "spec.json", work / "worker.log"
-    spec_file.write_text(json.dumps(spec))
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, script, "--worker-spec", str(spec_file)], stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0: raise RuntimeError(f"{what} failed:\n{log.read_text()[-3000:]}")
-    return dict(**json.loads(Path(spec["out"]).read_text()), peak_rss_mb=usage.ru_maxrss / 1024)
+def run(spec:dict, work:Path) -> dict:
+    "This script's `worker(spec)` in a subprocess: its numbers and peak RSS (MB, from wait4)."
+    return run_worker(__file__, spec, work)
 
 
 def table(rows:list) -> str:
     full = rows[0]
-    lines = ["| training | trainable params | vs full | s/step | vs full | peak RSS (MB) | vs full |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['how']} | {r['trainable']:,} | {r['trainable'] / full['trainable']:.4f} | {r['seconds_per_step']:.3f} | "
-                     f"{r['seconds_per_step'] / full['seconds_per_step']:.2f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / full['peak_rss_mb']:.2f} |")
-    return "\n".join(lines)
+    return markdown_table([[r["how"], r["trainable"], r["trainable"] / full["trainable"], r["seconds_per_step"],
+                            r["seconds_per_step"] / full["seconds_per_step"], r["peak_rss_mb"], r["peak_rss_mb"] / full["peak_rss_mb"]]
+                           for r in rows], ["training", "trainable params", "vs full", "s/step", "vs full", "peak RSS (MB)", "vs full"])
 
 
 @call_parse
@@ -104,7 +98,7 @@ def main(channels:int=128,                          # UNet width at its first le
             r.update(trainable_vs_full=r["trainable"] / full["trainable"], time_vs_full=r["seconds_per_step"] / full["seconds_per_step"],
                      rss_vs_full=r["peak_rss_mb"] / full["peak_rss_mb"])
         result = dict(channels=channels, unet_params=unet_params, resolution=resolution, batch=batch, warmup=warmup, steps=steps,
-                      rounds=rounds, threads=threads, mixed_precision=mixed_precision, seconds=time.perf_counter() - t0, rows=rows)
+                      rounds=rounds, threads=threads, mixed_precision=mixed_precision, machine=machine_info(), seconds=time.perf_counter() - t0, rows=rows)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1))
         print(f"UNet: {unet_params:,} parameters (channels {channels}); {resolution} px, batch {batch}, {threads} thread(s), "

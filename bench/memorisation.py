@@ -22,6 +22,8 @@ from text2imagegen.judge import judge_clauses, load_judge, summarise
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 
+from _common import table_header, table_row
+
 NEW_START = 10**8  # new scenes are drawn from this index on, far past any training pool
 
 
@@ -67,7 +69,7 @@ def main(run:str,                   # Run folder written by `t2i-train` (its con
     pipe, judge = load_pipeline(run), load_judge()
     scales = [float(g) for g in guidance.split(",") if g] or [pipe.config.sample_defaults.get("guidance_scale", 1.0)]
     rows = []
-    print("| kind | scenes | captions in the pool | guidance | passed | clauses |\n|---|---|---|---|---|---|")
+    print(table_header(["kind", "scenes", "captions in the pool", "guidance", "passed", "clauses"]))
     for kind in (k for k in SCENE_KINDS if k in seen):
         for source, items in (("training pool", seen[kind]), ("new", new[kind])):
             in_pool = sum(caption in pool_captions for _, caption in items)
@@ -76,7 +78,7 @@ def main(run:str,                   # Run folder written by `t2i-train` (its con
                      **score(pipe, judge, items, n_per_prompt, g)}
                 rows.append(r)
                 clause_text = ", ".join(f"{k} {v:.2f}" for k, v in r["clauses"].items())
-                print(f"| {kind} | {source} | {in_pool}/{len(items)} | {g:g} | {r['passed']:.3f} | {clause_text} |")
+                print(table_row([kind, source, f"{in_pool}/{len(items)}", f"{g:g}", r["passed"], clause_text]))
     path = Path(out) if out else run / "memorisation.json"
     path.write_text(json.dumps(rows, indent=1))
     print(f"results: {path}")

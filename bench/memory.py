@@ -16,6 +16,8 @@ from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 from text2imagegen.train import Callback, Trainer, TrainConfig
 
+from _common import machine_info, markdown_table
+
 
 def rss_mb() -> float:
     "Resident memory of this process in MB (VmRSS)."
@@ -57,10 +59,8 @@ def main(steps:int=2000, # training steps
     sample_s = time.time() - t0
     for name, pts, unit in (("training", train_points, "step"), ("sampling", sample_points, "image")):
         print(f"\n{name}: RSS (MB) after every {every} {unit}s")
-        print(f"| {unit} | " + " | ".join(str(p[0]) for p in pts) + " |")
-        print("|---|" + "---|" * len(pts))
-        print("| RSS | " + " | ".join(f"{p[1]:.0f}" for p in pts) + " |")
+        print(markdown_table([["RSS", *(round(p[1]) for p in pts)]], [unit, *(p[0] for p in pts)]))
         print(f"growth after the first 10%: {growth(pts):+.0f} MB")
     print(f"\ntraining {steps} steps took {train_s:.0f} s; sampling {images} images took {sample_s:.0f} s")
     (out / "memory.json").write_text(json.dumps({"training": train_points, "sampling": sample_points,
-                                                  "train_s": train_s, "sample_s": sample_s}, indent=1))
+                                                  "train_s": train_s, "sample_s": sample_s, "machine": machine_info()}, indent=1))

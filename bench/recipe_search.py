@@ -11,7 +11,7 @@ seeds). Quality is compared against images seen (independent of CPU contention);
 Results are appended to `bench/results/recipes.jsonl` and tabulated in `bench/results/recipes.csv`.
 """
 from __future__ import annotations
-import csv, json, os, sys, time
+import csv, json, os, time
 from pathlib import Path
 
 import torch
@@ -21,8 +21,7 @@ import text2imagegen.train as T
 from text2imagegen.judge import load_judge
 from text2imagegen.model import build_pipeline
 
-sys.path.insert(0, str(Path(__file__).parent))
-from time_to_quality import score_point, train_with_snapshots
+from _common import score_point, train_with_snapshots
 
 TINY_ATTN_8_AND_4 = dict(  # cross-attention at 8x8 and 4x4, the tiny preset's layout (a no-op on the preset itself)
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

@@ -25,6 +25,8 @@ from text2imagegen.judge import adherence_benchmark, load_judge, wilson_interval
 from text2imagegen.model import load_pipeline
 from text2imagegen.sample import generate
 
+from _common import table_header, table_row
+
 AXIS = {"left of": "horizontal", "right of": "horizontal", "above": "vertical", "below": "vertical"}
 LEFT, RIGHT = RELATION_PHRASES["left of"], RELATION_PHRASES["right of"]
 EXCHANGE = {LEFT: RIGHT, RIGHT: LEFT}  # the world's own phrases
@@ -60,7 +62,7 @@ def main(runs:str,                  # Run folders or saved pipeline folders (com
     "Split a Shapes model's relation failures into axis, objects and order."
     torch.set_num_threads(threads)
     judge = load_judge()
-    print("| model | guidance | passed | " + " | ".join(order_steps([])) + " |\n|---|---|---|---|---|---|---|")
+    print(table_header(["model", "guidance", "passed", *order_steps([])]))
     for run in runs.split(","):
         pipe = load_pipeline(run)
         kwargs = {} if guidance is None else {"guidance_scale": guidance}
@@ -69,7 +71,7 @@ def main(runs:str,                  # Run folders or saved pipeline folders (com
         g = report["settings"]["guidance_scale"]
         cells = [f"{k}/{n} = {k / max(n, 1):.2f} ({lo:.2f}-{hi:.2f})" for k, n in steps.values()
                  for lo, hi in [wilson_interval(k, n)]]
-        print(f"| {run} | {g:g} | {report['overall']['score']:.3f} | " + " | ".join(cells) + " |")
+        print(table_row([run, f"{g:g}", report["overall"]["score"], *cells]))
         sideways = [r for r in report["results"][::n_per_prompt] if AXIS[r["clauses"]["relation"]] == "horizontal"]
         change = direction_change(pipe, [r["prompt"] for r in sideways], [r["seed"] for r in sideways], **kwargs)
         print(f"  'left' <-> 'right' exchanged, same seeds: mean |pixel difference| {change['direction exchanged']:.1f}; "

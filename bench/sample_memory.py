@@ -8,10 +8,12 @@ comes from `wait4`. Prints one table and writes JSON.
     python bench/sample_memory.py --sizes 100,1000 --out /tmp/sample-memory
 """
 from __future__ import annotations
-import json, os, shutil, subprocess, sys, time
+import json, shutil, sys
 from pathlib import Path
 
 from fastcore.script import call_parse
+
+from _common import machine_line, markdown_table, run_measured
 
 SCRIPT = "import torch\ntorch.set_num_threads(1)\nfrom text2imagegen.sample import t2i_sample\nt2i_sample()\n"
 
@@ -19,15 +21,10 @@ SCRIPT = "import torch\ntorch.set_num_threads(1)\nfrom text2imagegen.sample impo
 def run(script:Path, model:Path, prompts:Path, out:Path) -> dict:
     "Run t2i-sample in a subprocess; its peak RSS (MB) from wait4 and its wall-clock seconds."
     shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(script), "--model", str(model), "--prompt-file", str(prompts),
-                             "--steps", "1", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0: raise RuntimeError(f"t2i-sample failed: {proc.stderr.read().decode()[-2000:]}")
-    return dict(peak_rss_mb=round(usage.ru_maxrss / 1024), seconds=round(seconds, 1),
+    done = run_measured([sys.executable, script, "--model", model, "--prompt-file", prompts, "--steps", "1", "--out", out],
+                        what="t2i-sample", tail=2000)
+    return dict(peak_rss_mb=round(done.peak_mb), seconds=round(done.seconds, 1),
                 pngs=len(list(out.glob("[0-9]*.png"))), grids=len(list(out.glob("grid_*.png"))))
-
 
 @call_parse
 def main(sizes:str="1000,10000",                   # Numbers of prompts, comma-separated
@@ -47,5 +44,6 @@ def main(sizes:str="1000,10000",                   # Numbers of prompts, comma-s
         prompts.write_text("\n".join(world[k]["caption"] for k in range(n)) + "\n")
         rows.append(dict(prompts=n, **run(script, model, prompts, out / f"samples_{n}")))
     (out / "sample_memory.json").write_text(json.dumps(rows, indent=1))
-    print("| prompts | peak RSS (MB) | seconds | PNGs | grids |\n|---|---|---|---|---|")
-    for r in rows: print(f"| {r['prompts']:,} | {r['peak_rss_mb']:,} | {r['seconds']} | {r['pngs']:,} | {r['grids']} |")
+    print(markdown_table(rows, ["prompts", "peak_rss_mb", "seconds", "pngs", "grids"],
+                         {"peak_rss_mb": "peak RSS (MB)", "pngs": "PNGs"}))
+    print(f"\n{machine_line()}")

@@ -20,6 +20,8 @@ from text2imagegen.judge import adherence_prompts, benchmark_seeds
 from text2imagegen.metrics import background_speckle
 from text2imagegen.model import load_pipeline
 
+from _common import markdown_table
+
 _dpm_class, _dpm_kwargs = S.SAMPLERS["dpm++2m"]
 S.SAMPLERS["dpm++2m_thresholding"] = (_dpm_class, {**_dpm_kwargs, "thresholding": True})  # the default sampler, x0 clipped
 
@@ -70,7 +72,6 @@ def main(
             for r in speckle_rows(m.strip(), tried, per_category, [c.strip() for c in categories.split(",")])]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(dict(rows=rows), indent=1))
-    print("| model | sampler | steps | guidance | speckle | images with speckle |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['speckle']:.4f} | {r['images_with_speckle']}/{r['n']} |")
+    print(markdown_table([[r["model"], r["sampler"], r["steps"], f"{r['guidance']:g}", r["speckle"], f"{r['images_with_speckle']}/{r['n']}"]
+                          for r in rows], ["model", "sampler", "steps", "guidance", "speckle", "images with speckle"]))
     print(f"JSON: {out}")

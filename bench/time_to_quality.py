@@ -13,7 +13,7 @@ against minutes and images seen), and prints training images/s and sampling seco
 Wall-clock numbers are only comparable when nothing else runs on the machine: the load average is recorded.
 """
 from __future__ import annotations
-import csv, json, os, platform, time
+import csv, json, os, time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -22,9 +22,10 @@ T_PROCESS = time.time()  # `t2i-train`'s clock starts with the process; imports 
 import torch
 from fastcore.script import call_parse
 
-from text2imagegen.judge import ADHERENCE_TARGETS, adherence_benchmark, load_judge, write_adherence_report
-from text2imagegen.model import load_pipeline
-from text2imagegen.train import Callback, Trainer, TrainConfig, read_log
+from text2imagegen.judge import ADHERENCE_TARGETS, load_judge
+from text2imagegen.train import TrainConfig
+
+from _common import machine_info, markdown_table, score_point, train_with_snapshots
 
 T_IMPORTS = time.time()  # after the imports `t2i-train` also pays for
 
@@ -46,93 +47,6 @@ def parse_sets(items:list) -> dict:
         try: out[k] = json.loads(v)
         except json.JSONDecodeError: out[k] = v
     return out
-
-
-def save_snapshot(trainer, folder:Path) -> float:
-    "Save the trainer's EMA pipeline to `folder`; returns the seconds it took."
-    t0 = time.time()
-    with trainer.ema_weights(): trainer.pipe.save_pretrained(folder)
-    return time.time() - t0
-
-
-class SnapshotCallback(Callback):
-    "Save the EMA pipeline to `snapshots/step_*` at each mark, after the step's own work; saving time is left out of the budget."
-    def __init__(self, minutes:list=(), # wall-clock minutes (since the trainer started) to snapshot at
-                 images:list=(), # or: images seen to snapshot at
-                ):
-        self.marks = sorted([("minutes", m) for m in minutes] + [("images", m) for m in images], key=lambda m: m[1])
-        self.points, self.overhead_s, self.first_step_s = [], 0.0, None
-
-    def before_fit(self, trainer):
-        c = trainer.config  # resolved values
-        self.per_step = c.batch_size * c.grad_accum * trainer.accelerator.num_processes
-
-    def after_step(self, trainer):
-        elapsed = time.time() - trainer.t_start
-        if self.first_step_s is None: self.first_step_s = elapsed
-        seen = trainer.step * self.per_step
-        due = [m for m in self.marks if (elapsed >= m[1] * 60 if m[0] == "minutes" else seen >= m[1])]
-        if not due or trainer.last: return
-        for m in due: self.marks.remove(m)
-        folder = trainer.run_dir / "snapshots" / f"step_{trainer.step:06d}"
-        dt = save_snapshot(trainer, folder)
-        trainer.t_start += dt  # the budget excludes the time spent saving snapshots
-        self.overhead_s += dt
-        self.points.append(dict(label=f"{elapsed / 60:.1f} min", path=str(folder), minutes=elapsed / 60, step=trainer.step,
-                                images_seen=seen, images_per_s=trainer.images_per_s, save_s=dt))
-        print(f"snapshot at {elapsed / 60:.2f} min, step {trainer.step}, {seen} images seen -> {folder}", flush=True)
-
-
-def train_with_snapshots(config:TrainConfig, # the run's config (its output_dir gets `snapshots/`)
-                         minutes:list=(), # wall-clock minutes (since the trainer started) to snapshot at
-                         images:list=(), # or: images seen to snapshot at (used by the recipe search)
-                        ) -> dict:
-    "Train `config`, saving the EMA pipeline at the given marks; returns the run folder, snapshots and timings."
-    snapshots = SnapshotCallback(minutes, images)
-    trainer = Trainer(config, callbacks=[snapshots])
-    t_trainer = trainer.t_start
-    run_dir = trainer.fit()
-    end, per_step = time.time(), snapshots.per_step
-    final = dict(label="final", path=str(Path(run_dir) / "model"), minutes=(end - trainer.t_start) / 60, step=trainer.step,
-                 images_seen=trainer.step * per_step, images_per_s=None, save_s=0.0)
-    rows = [r for r in read_log(Path(run_dir) / "log.csv") if r.get("images_per_s")]
-    steady = sorted(r["images_per_s"] for r in rows[len(rows) // 5:]) or [float("nan")]  # skip the first fifth (warm-up)
-    loop_s = end - t_trainer - snapshots.overhead_s - (snapshots.first_step_s or 0)
-    return {"run_dir": str(run_dir), "points": snapshots.points + [final],
-            "timing": {"setup_s": snapshots.first_step_s, "snapshot_overhead_s": snapshots.overhead_s,
-                       "train_wall_s": end - t_trainer - snapshots.overhead_s,
-                       "images_per_s_median": steady[len(steady) // 2],
-                       "images_per_s_overall": final["images_seen"] / loop_s if loop_s > 0 else None}}
-
-
-def score_point(path:str, # pipeline folder
-                guidance:list, # guidance scales
-                judge, # the Shapes judge
-                n_per_prompt:int=1, # images per prompt
-                per_category:int|None=None, # first n prompts per category
-                categories=None, # benchmark categories (None: all)
-                steps:int|None=None, # denoising steps (None: the model's default)
-                scheduler:str|None=None, # sampler (None: the model's default)
-                seed:int=0, # benchmark seed
-                report_dir:Path|None=None, # write the full adherence report of each guidance here
-                batch_size:int=64, # images per pipeline call
-               ) -> list:
-    "Adherence benchmark of one saved model at each guidance scale: one row per (guidance, category)."
-    pipe = load_pipeline(path)
-    rows = []
-    for g in guidance:
-        t0 = time.time()
-        rep = adherence_benchmark(pipe, n_per_prompt=n_per_prompt, seed=seed, judge=judge, categories=categories,
-                                  per_category=per_category, progress=False, guidance_scale=g, steps=steps, scheduler=scheduler,
-                                  batch_size=batch_size)
-        s_per_image = (time.time() - t0) / len(rep["results"])
-        if report_dir is not None: write_adherence_report(rep, Path(report_dir) / f"guidance_{g:g}")
-        st = rep["settings"]
-        for c, s in {**rep["categories"], "overall": rep["overall"]}.items():
-            rows.append(dict(guidance=g, scheduler=st["scheduler"], steps=st["steps"], category=c, score=s["score"],
-                             passed=s["passed"], n=s["n"], ci_lo=s["ci95"][0], ci_hi=s["ci95"][1], sample_s_per_image=s_per_image,
-                             clauses=json.dumps(s["clauses"])))  # per-clause pass rates: signal before whole prompts pass
-    return rows
 
 
 def plot(rows:list, # scored rows with minutes, images_seen, guidance, category, score
@@ -172,13 +86,11 @@ def summary_table(rows:list) -> str:
     "Markdown: score per category for each (point, guidance)."
     cats = list(dict.fromkeys(r["category"] for r in rows))
     keys = list(dict.fromkeys((r["label"], r["minutes"], r["images_seen"], r["guidance"]) for r in rows))
-    lines = ["| point | minutes | images seen | guidance | " + " | ".join(cats) + " | s/image |", "|---" * (len(cats) + 5) + "|"]
+    cells = []
     for label, m, n, g in keys:
         sel = {r["category"]: r for r in rows if (r["label"], r["guidance"]) == (label, g)}
-        lines.append(f"| {label} | {m:.2f} | {n} | {g:g} | " + " | ".join(f"{sel[c]['score']:.3f}" for c in cats)
-                     + f" | {next(iter(sel.values()))['sample_s_per_image']:.3f} |")
-    return "\n".join(lines)
-
+        cells.append([label, m, n, f"{g:g}", *(sel[c]["score"] for c in cats), next(iter(sel.values()))["sample_s_per_image"]])
+    return markdown_table(cells, ["point", "minutes", "images seen", "guidance", *cats, "s/image"])
 
 @call_parse
 def main(
@@ -234,7 +146,7 @@ def main(
 
     result = {"minutes": minutes, "threads": threads, "config": asdict(config), "timing": trained["timing"],
               "load_average": {"before_training": load_start, "after_training": load_train, "end": load_end},
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+              "machine": machine_info(),
               "benchmark": {"n_per_prompt": n_per_prompt, "final_n_per_prompt": final_n_per_prompt, "per_category": per_category,
                             "seed": seed, "guidance": gs, "judge": getattr(judge, "path", None), "judge_ceiling": judge.ceiling},
               "points": trained["points"], "rows": rows, "final_sweeps": sweeps, "targets": CATEGORY_TARGETS}

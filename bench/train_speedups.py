@@ -15,12 +15,12 @@ and `checkpoint`, each as seconds and as default steps, and their share of a who
     python bench/train_speedups.py --smoke                          # 1 round of 1 + 2 steps: checks the script runs
 """
 from __future__ import annotations
-import contextlib, json, os, platform, re, statistics, tempfile, time, types
+import contextlib, json, os, statistics, tempfile, time, types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import numpy as np, torch
+import torch
 from fastcore.script import call_parse
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
@@ -28,6 +28,8 @@ from transformers.utils import logging as transformers_logging
 for lib in (diffusers_logging, transformers_logging): lib.set_verbosity_error(); lib.disable_progress_bar()
 import text2imagegen.train as train_module
 from text2imagegen.train import TrainConfig, Trainer, plot_loss_curve, start_log, log_line
+
+from _common import machine_info, markdown_table
 
 
 class Skip(Exception): "An attempt this machine cannot run; the message says why."
@@ -43,15 +45,6 @@ class Attempt:
     exit:callable = lambda: None   # after its timed steps, every round
     note:str = ""
     info:dict = field(default_factory=dict)
-
-
-def cpu_info() -> dict:
-    "CPU model and the flags that decide bf16 speed (AMX tiles, AVX-512 BF16)."
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
-    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
-    return dict(model=model.group(1) if model else platform.processor(), cores=os.cpu_count(),
-                **{f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")})
 
 
 # --- the attempts: each builds its trainer with `make(**TrainConfig overrides)` and applies its change -----------------
@@ -90,7 +83,7 @@ def bf16(make, threads):
     tr = make(mixed_precision="bf16")
     def enter():  # accelerate keeps the autocast dtype in process-wide state; this trainer must be the last one built
         if tr.accelerator.mixed_precision != "bf16": raise RuntimeError("the bf16 trainer's accelerate state was reset")
-    cpu = cpu_info()
+    cpu = machine_info()
     hw = "AMX" if cpu["amx_bf16"] else "AVX-512 BF16, no AMX" if cpu["avx512_bf16"] else "no bf16 instructions"
     return Attempt("bf16", "bf16 autocast (`mixed_precision=\"bf16\"`)", tr, enter=enter, note=f"this CPU: {hw}")
 
@@ -217,8 +210,8 @@ def main(rounds:int=4,        # Interleaved rounds
     names.sort(key=lambda n: n == "bf16")  # built last
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
-    load0, cpu = os.getloadavg(), cpu_info()
-    print(f"CPU: {cpu['model']} ({cpu['cores']} cores), torch {torch.__version__}, {threads} threads; "
+    load0, cpu = os.getloadavg(), machine_info()
+    print(f"CPU: {cpu['cpu']} ({cpu['cores']} cores), torch {cpu['torch']}, {threads} threads; "
           f"AMX: {cpu['amx_bf16']}, AVX-512 BF16: {cpu['avx512_bf16']}; load average {load0[0]:.1f}", flush=True)
 
     with tempfile.TemporaryDirectory() as d:
@@ -287,23 +280,22 @@ def main(rounds:int=4,        # Interleaved rounds
     run = dict(max_steps=total, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, val_size=cfg.val_size,
                extra_steps=extra_steps, extras_share=extra_steps / (total + extra_steps), extras=extra_rows)
 
-    table = ["| attempt | what it changes | images/s | vs default (median; min-max over rounds) | losses vs default | kept? / note |",
-             "|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
-        if "skipped" in r: table.append(f"| `{r['attempt']}` | | - | - | - | skipped: {r['skipped']} |"); continue
+        if "skipped" in r: cells.append([f"`{r['attempt']}`", "", None, None, None, f"skipped: {r['skipped']}"]); continue
         same = "identical" if r["losses_identical"] else f"max diff {r['max_loss_diff']:.1e}"
         spread = f"{r['ratio']:.2f} ({min(r['ratios']):.2f}-{max(r['ratios']):.2f})"
         note = "; ".join(x for x in (r["verdict"], r["note"]) if x)
-        table.append(f"| `{r['attempt']}` | {r['changes']} | {r['images_per_s']:.1f} | {spread} | {same} | {note} |")
+        cells.append([f"`{r['attempt']}`", r["changes"], r["images_per_s"], spread, same, note])
+    table = [markdown_table(cells, ["attempt", "what it changes", "images/s", "vs default (median; min-max over rounds)",
+                                    "losses vs default", "kept? / note"])]
     table += ["", f"Besides its {total:,} steps, a default run validates every {cfg.val_every} steps and checkpoints every "
               f"{cfg.checkpoint_every} (and at the last step); step = the default step's time in the same round:", "",
-              "| what | seconds | in default steps | times per run | run share |", "|---|---|---|---|---|"]
-    for e in extra_rows:
-        table.append(f"| {e['what']} | {e['seconds']:.2f} | {e['in_steps']:.1f} | {e['per_run']} | "
-                     f"{e['run_steps'] / (total + extra_steps):.1%} |")
-    table.append(f"| all | | | | {run['extras_share']:.1%} |")
+              markdown_table([[e["what"], e["seconds"], e["in_steps"], e["per_run"], f"{e['run_steps'] / (total + extra_steps):.1%}"]
+                              for e in extra_rows] + [["all", "", "", "", f"{run['extras_share']:.1%}"]],
+                             ["what", "seconds", "in default steps", "times per run", "run share"])]
     md = "\n".join(table) + "\n"
-    result = dict(cpu=cpu, torch=torch.__version__, threads=threads, interop_threads=torch.get_num_interop_threads(),
+    result = dict(cpu=cpu, torch=cpu["torch"], threads=threads, interop_threads=torch.get_num_interop_threads(),
                   rounds=rounds, steps=steps, warmup=warmup, batch=batch, resolution=cfg.resolution, shapes_pool=shapes_pool,
                   load_avg=[load0[0], os.getloadavg()[0]], rows=rows, run=run, extras_per_round=extras)
     (out / "train_speedups.json").write_text(json.dumps(result, indent=1))

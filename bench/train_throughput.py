@@ -9,113 +9,14 @@ steps, one after the other in one process. Prints images/s and the ratio, and wr
     python bench/train_throughput.py          # the tiny preset at 32 px; a small SD-architecture model at 64 and 128 px
 """
 from __future__ import annotations
-import json, os, tempfile, time
+import json, os, tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import numpy as np, torch
-import torch.nn.functional as F
+import torch
 from fastcore.script import call_parse
-from PIL import Image
-from sample_overhead import peak_gb, reset_memory, sync  # bench/, beside this script
 
-
-def write_images(folder:Path, n:int, size:tuple) -> list:
-    "`n` smooth random landscape JPEGs with captions in an imagefolder (metadata.jsonl); returns the captions."
-    rng, captions = np.random.default_rng(0), []
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "metadata.jsonl", "w") as meta:
-        for k in range(n):
-            small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-            Image.fromarray(small).resize(size, Image.BICUBIC).save(folder / f"{k:05d}.jpg", quality=90)
-            captions.append(f"a photo of a {['red', 'green', 'blue'][k % 3]} {['circle', 'square', 'triangle'][k // 3 % 3]} number {k}")
-            meta.write(json.dumps({"file_name": f"{k:05d}.jpg", "text": captions[-1]}) + "\n")
-    return captions
-
-
-def first_images(data:str|Path, n:int, resolution:int) -> tuple:
-    "The first `n` images of `data` (an imagefolder from `write_images`, or `shapes`) as PIL images, and their captions."
-    if data == "shapes":
-        from text2imagegen.data import ShapesWorld
-        world = ShapesWorld(resolution=resolution)
-        return [world[i]["image"] for i in range(n)], [world[i]["caption"] for i in range(n)]
-    rows = [json.loads(line) for line in (Path(data) / "metadata.jsonl").read_text().splitlines()[:n]]
-    return [Image.open(Path(data) / r["file_name"]) for r in rows], [r["text"] for r in rows]
-
-
-def timed_steps(step, device, warmup:int, steps:int) -> float:
-    "Seconds per call of `step` after `warmup` calls; peak memory counts from the first warm-up call."
-    reset_memory(device)
-    for _ in range(warmup): step()
-    sync(device); t0 = time.perf_counter()
-    for _ in range(steps): step()
-    sync(device)
-    return (time.perf_counter() - t0) / steps
-
-
-def trainer_row(model:Path, data:Path, work:Path, resolution:int, batch:int, device, warmup:int, steps:int,
-                mixed_precision:str="bf16", **settings) -> dict:
-    "Images/s of the project's `Trainer.train_step` on `model` with `settings` (TrainConfig fields)."
-    from text2imagegen.train import TrainConfig, Trainer
-    t0 = time.perf_counter()
-    shapes = dict(shapes_pool=64) if data == "shapes" else {}
-    cfg = TrainConfig(**{**dict(preset=str(model), data=str(data), **shapes, resolution=resolution, batch_size=batch, max_steps=10_000, lr=1e-5,
-                              mixed_precision=mixed_precision, ema_decay=0, val_size=4, cache_dir=str(work / "cache"), overwrite=True,
-                              output_dir=str(work / "run")), **settings})
-    trainer = Trainer(cfg)
-    setup = time.perf_counter() - t0
-    try:
-        trainable = sum(p.numel() for p in trainer.trainable)
-        seconds = timed_steps(trainer.train_step, device, warmup, steps)
-        return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
-    finally:
-        trainer.release(); del trainer; reset_memory(device)
-
-
-def reference_row(model:Path, data:Path, resolution:int, batch:int, device, warmup:int, steps:int,
-                  mixed_precision:str="bf16") -> dict:
-    "Images/s of the step diffusers' `train_text_to_image.py` takes: tokenize and encode the captions, encode the images, then the UNet step."
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from diffusers import DDPMScheduler
-    from text2imagegen.data import ImageTransform
-    from text2imagegen.model import load_pipeline
-    from text2imagegen.train import training_target
-    t0 = time.perf_counter()
-    AcceleratorState._reset_state()
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=device.type == "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
-    pipe = load_pipeline(model)
-    for frozen in (pipe.text_encoder, pipe.vae):  # the frozen encoders in the compute dtype, as diffusers casts them
-        if frozen is not None: frozen.to(device, dtype)
-    if pipe.text_whitening is not None: pipe.text_whitening.to(device)
-    unet = pipe.unet.requires_grad_(True).train()
-    trainable = sum(p.numel() for p in unet.parameters())
-    unet, opt = acc.prepare(unet, torch.optim.AdamW(unet.parameters(), lr=1e-5, weight_decay=1e-2))
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    images, captions = first_images(data, batch, resolution)
-    pixels = torch.stack([ImageTransform(resolution)(im) for im in images]).to(device)  # decoded once: only the encoders are timed
-    setup = time.perf_counter() - t0
-    g = torch.Generator(device).manual_seed(0)
-
-    def step():
-        with torch.no_grad():
-            hidden, pooled = pipe.encode_prompt(captions)  # tokenize and encode, every step
-            x0 = pipe.to_model_space(pixels, sample=True, generator=g).float()  # VAE-encode (or pixel-unshuffle), every step
-        noise = torch.randn(x0.shape, generator=g, device=device)
-        t = torch.randint(0, training_noise_scheduler.config.num_train_timesteps, (batch,), generator=g, device=device)
-        with acc.autocast():
-            pred = pipe.predict(noise_scheduler.add_noise(x0, noise, t), t, hidden.to(device), None if pooled is None else pooled.to(device), unet=unet)
-        loss = F.mse_loss(pred.float(), training_target(training_noise_scheduler, x0, noise, t).float())
-        acc.backward(loss); acc.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-
-    try:
-        seconds = timed_steps(step, device, warmup, steps)
-        return dict(images_per_s=batch / seconds, peak_gb=peak_gb(device), trainable=trainable, setup_s=setup)
-    finally:
-        del pipe, unet, opt, pixels; reset_memory(device)
-
+from _common import machine_info, markdown_table, reference_row, trainer_row, write_images
 
 
 def small_sd_pipeline():
@@ -160,7 +61,7 @@ def main(steps:int=10,                                  # Timed steps per row (a
                              ratio=ours["images_per_s"] / ref["images_per_s"], setup_s=ours["setup_s"]))
             print(f"{name} at {px} px: {rows[-1]['ratio']:.2f}x", flush=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(dict(threads=threads, torch=torch.__version__, rows=rows), indent=1))
-    print("| model | px | batch | reference (images/s) | trainer (images/s) | trainer / reference |\n|---|---|---|---|---|---|")
-    for r in rows: print(f"| {r['model']} | {r['px']} | {r['batch']} | {r['reference']:.1f} | {r['trainer']:.1f} | {r['ratio']:.2f} |")
+    Path(out).write_text(json.dumps(dict(threads=threads, torch=torch.__version__, machine=machine_info(), rows=rows), indent=1))
+    print(markdown_table(rows, ["model", "px", "batch", "reference", "trainer", "ratio"],
+                         {"reference": "reference (images/s)", "trainer": "trainer (images/s)", "ratio": "trainer / reference"}))
     print(f"JSON: {out}")

@@ -45,9 +45,9 @@ def test_lora_vs_full_smoke(tmp_path):
 
 
 def test_time_to_quality_snapshots(tmp_path, monkeypatch):
-    "`train_with_snapshots` (a `Trainer` callback) saves the EMA pipeline at each mark but the last, which the final model covers."
+    "`train_with_snapshots` (bench/_common.py, a `Trainer` callback) saves the EMA pipeline at each mark but the last, which the final model covers."
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    from time_to_quality import train_with_snapshots
+    from _common import train_with_snapshots
     from text2imagegen.train import TrainConfig, read_log
     cfg = TrainConfig(resolution=32, shapes_pool=32, val_size=4, batch_size=4, max_steps=3, max_minutes=0, warmup_steps=1,
                       val_every=3, checkpoint_every=3, val_seeds=[0], sample_steps=2, num_threads=1,
@@ -110,3 +110,21 @@ def test_speckle_smoke(tmp_path):
     assert "| model | sampler | steps | guidance | speckle |" in proc.stdout and f"JSON: {out}" in proc.stdout
     bad = subprocess.run(cmd + ["--settings", "dpm3:20:3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "sampler:steps:guidance" in bad.stderr and "dpm++2m" in bad.stderr
+
+
+def test_train_speed_vs_smoke(tmp_path):
+    "`bench/train_speed_vs.py --smoke` against HEAD: each run imports its own tree's code, the table has a row per round and the mean, the worktree goes."
+    out = tmp_path / "train_speed_vs.json"
+    proc = subprocess.run([sys.executable, "bench/train_speed_vs.py", "--smoke", "--ref", "HEAD", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = {r["code"]: r for r in result["runs"]}
+    assert set(runs) == {"reference", "current"} and all(r["images_per_s"] > 0 and r["steady_steps"] == 3 for r in runs.values())
+    assert runs["current"]["module"] == str(ROOT / "text2imagegen" / "__init__.py")
+    assert "train_speed_vs-" in runs["reference"]["module"] and not Path(runs["reference"]["module"]).exists()  # its worktree is removed
+    assert result["rows"][0]["ips_ratio"] == runs["current"]["images_per_s"] / runs["reference"]["images_per_s"]
+    assert "| round | reference images/s | current images/s | images/s current / reference |" in proc.stdout and "| mean |" in proc.stdout
+    ref_tree = str(Path(runs["reference"]["module"]).parents[1])
+    assert ref_tree not in subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+
