@@ -35,7 +35,7 @@ def _interrupt(signum, frame):
 
 @contextlib.contextmanager
 def interrupt_signals():
-    "While a command runs, SIGTERM stops it as Ctrl-C (SIGINT) does: a `KeyboardInterrupt` naming the signal, so every `finally` runs."
+    "While a command runs, SIGTERM stops it as Ctrl-C does: a `KeyboardInterrupt` naming the signal; `finally`s run."
     before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try: yield
     finally:
@@ -51,7 +51,7 @@ def error_line(e:BaseException) -> str:
 def run_command(name:str, # the command's name, which starts each message
                 main, # runs the command (parsing `sys.argv`)
                ) -> int:
-    "Run a command as a console script: an expected error is one line (exit 2 for usage, 1 at run time), a stop is its summary (exit 130), a warning one line."
+    "Run a command as a console script: errors (exit 2 usage, 1 run time), warnings one line; a stop its summary (130)."
     debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if not debug: warnings.showwarning = lambda message, *_, **__: print(f"{name}: warning: {message}", file=sys.stderr,
                                                                          flush=True)
@@ -68,7 +68,7 @@ def run_command(name:str, # the command's name, which starts each message
         return 2 if isinstance(e, USAGE_ERRORS) else 1
 
 def load_command(module:str):
-    "Import a command's module once the signal handlers are set: a Ctrl-C while the libraries load stops the command, even where a library's bare `except:` swallows it."
+    "Import a command's module after the signal handlers are set: Ctrl-C during imports stops it, past bare `except:`s."
     n = len(_asked)
     # imported here, not at the top: torch, diffusers and transformers load after the handlers are set
     mod = importlib.import_module(module)
@@ -114,12 +114,12 @@ def command_line(name:str, # the console script, e.g. "t2i-sample"
     return shlex.join([name, *options, *(["--"] if any(v.startswith("-") for v in positional) else []), *positional])
 
 def close_progress_bars():
-    "Close the progress bars a stop left open (tqdm's own list of them), so what is printed next starts a line of its own."
+    "Close the progress bars a stop left open (tqdm's own list of them), so what is printed next starts its own line."
     from tqdm import tqdm  # every tqdm bar (tqdm.auto's too) is in the base class's list
     for bar in list(getattr(tqdm, "_instances", ())): bar.close()
 
 def console_command(func):
-    "`call_parse`, and called with no arguments, as a console script calls it (`text2imagegen.cli`), the command reads them from `sys.argv`."
+    "`call_parse(func)`; called with no arguments, as a console script does (`text2imagegen.cli`), it reads `sys.argv`."
     from fastcore.script import call_parse, parse_cli
     command = call_parse(func)
     @wraps(func)

@@ -556,14 +556,14 @@ def _caption_problem(v):
     return "over-long caption" if len(v) > MAX_CAPTION_CHARS else None
 
 def _caption_list(value):
-    "Caption value (str, list of str / dicts with 'raw', None, NaN) -> (usable stripped captions, why each other one is unusable)."
+    "Caption value (str, list of str / dicts with 'raw', None, NaN) -> (usable stripped captions, why others are not)."
     vals = list(value) if isinstance(value, (list, tuple)) else [value]
     vals = [v.get("raw") if isinstance(v, dict) else v for v in vals] or [None]
     problems = [_caption_problem(v) for v in vals]
     return [v.strip() for v, p in zip(vals, problems) if p is None], [p for p in problems if p]
 
 def _inside(folder, rel:str):
-    "`rel` resolved under `folder`, or why it can't be used: 'path outside its folder' (.., absolute, symlink out), 'bad file name', 'symlink loop'."
+    "`folder`/`rel`, or why not: 'path outside its folder' (.., absolute, link out), 'bad file name', 'symlink loop'."
     if "\0" in rel: return "bad file name"
     root = Path(folder).resolve()
     try: p = (root / rel).resolve()
@@ -883,7 +883,7 @@ def tuxpaint_imagefolder(dest, # folder to write: `images/*.png` and `metadata.j
                          stamps="/usr/share/tuxpaint/stamps", # Tux Paint's stamps folder (nested folders of PNG + .txt)
                          size:int|None=None, # longest side of the written images (None: copied as they are)
                         ) -> int:
-    "Write Tux Paint's stamps as an imagefolder captioned by each `.txt`'s first line; returns the number of images written."
+    "Write Tux Paint's stamps as an imagefolder, captioned by each `.txt`'s first line; returns the number written."
     stamps, dest = Path(stamps), Path(dest)
     if not stamps.is_dir(): raise FileNotFoundError(f"No stamps folder {stamps} (Debian/Ubuntu: apt-get install "
                                                     "tuxpaint-stamps-default)")

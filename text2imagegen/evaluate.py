@@ -44,7 +44,7 @@ def distribution_rows(m:dict, # from `distribution_metrics`, plus "val_loss" ({"
                       seed:int, # the seed of the images and resamples
                       val_note:str, # what the validation loss was measured on
                      ) -> list:
-    "Summary rows (metric, value, n, note) of FID, KID, IS, background speckle (Shapes), precision/recall, density/coverage and validation loss."
+    "Rows (metric, value, n, note): FID, KID, IS, speckle (Shapes), precision/recall, density/coverage, val loss."
     note, n = f"n={m['n_real']}/{m['n_fake']}, {m['feature']}, seed {seed}", m["n_fake"]
     ci = f", 95% CI {m['fid_ci95'][0]:.2f}–{m['fid_ci95'][1]:.2f}" if "fid_ci95" in m else ""
     rows = [dict(metric="FID", value=f"{m['fid']:.2f}", n=n, note=note + ci),
@@ -75,7 +75,7 @@ def write_summary(out:Path, # the output folder
 # %% ../nbs/04_evaluate.ipynb #13d813d8
 def check_eval_args(kind:str, n_per_prompt:int, per_category:int|None, n_images:int, feature, inception_weights, bootstrap:int,
                     split:str, judge, seed:int):
-    "Raise an error naming the first invalid argument of `evaluate_run` (see there), before anything is loaded or written."
+    "Raise an error naming the first invalid argument of `evaluate_run` (see there), before loading or writing."
     if kind not in EVAL_KINDS: raise ValueError(f"Unknown evaluation kind {kind!r}; accepted: {EVAL_KINDS}")
     counts = [("n_per_prompt", n_per_prompt, 1), ("bootstrap", bootstrap, 0), ("seed", seed, 0)]
     counts += [("per_category", per_category, 1)] if per_category is not None else []
@@ -171,7 +171,7 @@ def evaluate_run(model, # run folder, pipeline folder, hub id, or a loaded pipel
                  progress:bool=True, # progress bars
                  **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
                 ) -> dict:
-    "Evaluate a model on its data; write reports and figures to `out`; return {'summary': rows, 'table', 'notes', 'paths'}."
+    "Evaluate a model on its data, reports and figures to `out`; return {'summary': rows, 'table', 'notes', 'paths'}."
     check_eval_args(kind, n_per_prompt, per_category, n_images, feature, inception_weights, bootstrap, split, judge,
                     seed)
     out = _eval_folder(out, model)

@@ -71,7 +71,7 @@ def error_html(e:Exception) -> str:
 # %% ../nbs/05_explorer.ipynb #5a1e0c02
 def lora_choices(model, # the explorer's model: a run or pipeline folder, a hub id or a pipeline
                 ) -> list:
-    "Run folders beside the folder `model` (itself included) that hold a LoRA adapter (`lora/pytorch_lora_weights.safetensors`)."
+    "Run folders beside `model` (itself included) that hold a LoRA adapter (`lora/pytorch_lora_weights.safetensors`)."
     if not isinstance(model, (str, Path)) or not Path(model).expanduser().is_dir(): return []
     return sorted(str(f.parent.parent) for f in Path(model).expanduser().parent.glob(f"*/lora/{LORA_WEIGHTS}"))
 
@@ -153,7 +153,7 @@ def restore(self:PromptExplorer, params:dict): # Parameters of a generation (as 
 # %% ../nbs/05_explorer.ipynb #5a1e0c05
 @patch
 def apply_lora(self:PromptExplorer):
-    "Give the pipeline the picker's adapters (none when empty) at the slider's weight, unless it has them; raises on a bad path."
+    "Give the pipeline the picker's adapters (none if empty) at the slider's weight if not yet; raises on bad paths."
     paths, scale = tuple(p.strip() for p in self.lora.value.split(",") if p.strip()), self.lora_scale.value
     if (paths, scale) == self._lora: return
     pipe = self.pipeline
@@ -173,7 +173,7 @@ def apply_lora(self:PromptExplorer):
 
 @patch
 def lora_changed(self:PromptExplorer):
-    "The picker's and slider's observer: apply them, and say which adapters the next images use, or why none could be loaded."
+    "Observer of picker and slider: apply them; say which adapters the next images use, or why none could be loaded."
     try: self.apply_lora()
     except Exception as e: self.status.value = error_html(e); return
     adapters = getattr(self.pipeline, "lora_adapters", None) or []

@@ -436,7 +436,7 @@ def _score(rows):
 def summarise(rows:list, # per-image results with "category", "passed", "checks"
               ceiling:dict|None=None, # the judge's ceiling (added per category)
              ) -> dict:
-    "Per-category and overall scores (with n, 95% CI, per-clause rates) and the project's targets (`ADHERENCE_TARGETS`)."
+    "Per-category and overall scores (n, 95% CI, per-clause rates) and the project's targets (`ADHERENCE_TARGETS`)."
     cats = {c: _score([r for r in rows if r["category"] == c]) for c in dict.fromkeys(r["category"] for r in rows)}
     for c, s in cats.items(): s["ceiling"] = (ceiling or {}).get(c, {}).get("accuracy")
     targets = {name: {"category": c, "target": t, "score": cats[c]["score"], "met": cats[c]["score"] >= t}
@@ -489,7 +489,7 @@ def adherence_table(report:dict, # from `adherence_benchmark`
 def wrap_caption(text:str, # a caption
                  width:int=24, # the longest line, in characters
                 ) -> str:
-    "`text` broken at spaces into lines of at most `width` characters (a longer word keeps a line of its own), for figure titles."
+    "`text` broken at spaces into lines of at most `width` characters (longer words get their own), for figure titles."
     words, lines, line = text.split(), [], ""
     for w in words:
         if line and len(line) + 1 + len(w) > width: lines.append(line); line = w
@@ -521,7 +521,7 @@ def failure_figure(report:dict, # from `adherence_benchmark` (with images)
 def write_adherence_report(report:dict, # from `adherence_benchmark`
                            out_dir:str|Path, # folder for adherence.json, adherence.md, adherence_failures.png
                           ) -> dict:
-    "Write the JSON report (no images), the markdown summary and the failure grid, each atomically; returns their paths."
+    "Write the JSON report (no images), the markdown summary and the failure grid, each atomically; return their paths."
     import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"adherence{s}" for k, s in (("json", ".json"), ("markdown", ".md"),
@@ -567,7 +567,7 @@ def choose_sample_defaults(pipeline, # a `Text2ImagePipeline`
 def save_sample_defaults(model_dir:str|Path, # a run folder or a saved pipeline folder
                          defaults:dict, # {"guidance_scale": float, "scheduler": name, "steps": int}
                         ) -> Path:
-    "Write `defaults` into the saved pipeline's `model_index.json`, and their sampler as its scheduler (each file atomically); returns the index."
+    "Write `defaults` into `model_index.json`, their sampler as the scheduler (each atomically); return the index."
     folder = Path(model_dir)
     if (folder/"model"/"model_index.json").is_file(): folder = folder/"model"
     path = folder/"model_index.json"

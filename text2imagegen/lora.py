@@ -45,7 +45,7 @@ def add_lora(model, # the UNet or the text encoder: frozen, then given adapters
              base_dtype:torch.dtype=torch.float32, # dtype of the frozen base weights: the compute dtype under mixed precision
              dora:bool=False, # DoRA: also learn the magnitude of each weight row
             ) -> list:
-    "Freeze `model` (its weights in `base_dtype`) and add LoRA adapters (Gaussian A, zero B: the model starts unchanged); returns the adapter parameters, in fp32."
+    "Freeze `model` (weights in `base_dtype`); add LoRA adapters (Gaussian A, zero B: no change); return them, in fp32."
     names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing: raise ValueError(f"lora_targets {missing} name no linear or conv layer of this {type(model).__name__}; "
@@ -63,7 +63,7 @@ def add_lora(model, # the UNet or the text encoder: frozen, then given adapters
 
 # %% ../nbs/02d_lora.ipynb #8205ed64
 def check_text_encoder_lora(pipe):
-    "Raise unless `pipe`'s text encoder can train adapters: a CLIP encoder (Stable Diffusion's) whose states are used raw."
+    "Raise unless `pipe`'s text encoder can train adapters: a CLIP encoder (Stable Diffusion's) whose states are raw."
     if not pipe.text.is_clip or pipe.text_whitening is not None:
         raise ValueError("lora_text_encoder adapts a CLIP text encoder whose states the UNet reads raw (Stable "
                          "Diffusion's); this model's is "
@@ -89,7 +89,7 @@ def add_adapters(pipe, # the pipeline to train
 
 # %% ../nbs/02d_lora.ipynb #7e35e8f7
 class LiveCaptions(CaptionCache):
-    "Captions encoded at each lookup, with gradients while they are on: a text encoder that trains (LoRA) has no fixed states to cache."
+    "Captions encoded at each lookup, with gradients when on: a training (LoRA) text encoder has no states to cache."
     def __init__(self, pipe, # the pipeline whose text encoder trains
                  captions:list, # all captions training and validation will use
                  *cache_args, **cache_kwargs): # a `CaptionCache`'s folder and shards: unused, nothing is cached
@@ -99,7 +99,7 @@ class LiveCaptions(CaptionCache):
 
 @patch
 def lookup(self:LiveCaptions, ids:torch.Tensor, device="cpu", dtype=torch.float32) -> tuple:
-    "(hidden, pooled) of caption indices `ids`, encoded now: in training (gradients on) with the adapters' dropout, else in eval mode."
+    "(hidden, pooled) of caption indices `ids`, encoded now: adapter dropout when gradients are on, else eval mode."
     self.pipe.text_encoder.train(torch.is_grad_enabled())
     hidden, pooled = self.pipe.text.encode_pooled([self.captions[i] for i in ids.tolist()], grad=True)
     self.encoded += len(ids)
@@ -108,7 +108,7 @@ def lookup(self:LiveCaptions, ids:torch.Tensor, device="cpu", dtype=torch.float3
 
 # %% ../nbs/02d_lora.ipynb #d0bfa3ce
 def adapter_weights(pipe) -> dict:
-    "The LoRA adapters' weights: the UNet's under its module names, the text encoder's (if adapted) under `text_encoder.`."
+    "LoRA adapters' weights: the UNet's under its module names, the text encoder's (if adapted) under `text_encoder.`."
     te = get_peft_model_state_dict(pipe.text_encoder) if getattr(pipe.text_encoder, "peft_config", None) else {}
     return {**get_peft_model_state_dict(pipe.unet), **{f"text_encoder.{k}": v for k, v in te.items()}}
 
@@ -127,7 +127,7 @@ def kohya_state_dict(unet, # a UNet with a LoRA adapter
                      text_encoder=None, # a CLIP text encoder with one, if it has
                      dtype:torch.dtype=torch.float32, # dtype of the weights (alphas stay fp32)
                     ) -> dict:
-    "The adapter with Kohya/A1111 keys (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`; `lora_te_text_model_...`), as kohya's sd-scripts writes them."
+    "Adapter in kohya/A1111 keys: `lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`; `lora_te_...`."
     out = {}
     for prefix, model in (("lora_unet", unet), ("lora_te", text_encoder)):
         if model is None: continue
@@ -169,7 +169,7 @@ def save_lora(unet, # a UNet with a LoRA adapter
               text_encoder=None, # the text encoder, if it has an adapter too
               dtype:str="fp32", # dtype of the saved weights: `fp32`, `fp16` or `bf16`
              ) -> Path:
-    "Atomically write the adapter as `pytorch_lora_weights.safetensors` (diffusers' keys `unet.`/`text_encoder.` + peft's names, rank and alpha in its metadata)."
+    "Atomically write `pytorch_lora_weights.safetensors`: diffusers' `unet.`/`text_encoder.` + peft keys; rank, alpha."
     dtype = LORA_SAVE_DTYPES[dtype]
     # every layer: `<module>.lora_A.weight`
     def layers(model): return {k: v.detach().to(dtype).contiguous()

@@ -60,7 +60,7 @@ def timestep_weights(num_timesteps:int, # the scheduler's training timesteps
                      multiplier:float=1.0, # how many times more often the biased timesteps are drawn
                      portion:float=0.5, # the fraction of the timesteps that is biased
                     ) -> torch.Tensor:
-    "Probabilities of drawing each training timestep: `portion` of them, at the `bias` end, `multiplier` times as likely."
+    "Probability of drawing each training timestep: `portion` of them, at the `bias` end, `multiplier` times as likely."
     if bias not in TIMESTEP_BIASES: raise ValueError(f"Unknown timestep_bias {bias!r}; accepted: "
                                                      f"{', '.join(map(repr, TIMESTEP_BIASES))}")
     w, k = torch.ones(num_timesteps), round(num_timesteps * portion)

@@ -55,7 +55,7 @@ def _conversion(pickled, target) -> str:
             f"save_file(torch.load('{pickled}', weights_only=True), '{target}')\"")
 
 class InceptionFeatures(nn.Module):
-    "torchmetrics' InceptionV3 (2048-d pool features, logits for IS) on float images in [0, 1], its weights read from safetensors."
+    "torchmetrics' InceptionV3 (2048-d pool features, logits for IS) of float images in [0, 1]; safetensors weights."
     def __init__(self, weights_path:str): # the InceptionV3 FID weights, a .safetensors file
         super().__init__()
         import torch_fidelity.feature_extractor_inceptionv3 as fidelity
@@ -89,7 +89,7 @@ def _inception_problems(weights_path=None):
 
 def inception_features(weights_path:str|Path|None=None, # the weights file (.safetensors); None: the torch hub cache
                       ) -> InceptionFeatures:
-    "InceptionV3 features when torch-fidelity and its weights are available, else an error saying what to install where."
+    "InceptionV3 features when torch-fidelity and its weights are here, else an error saying what to install where."
     path, problems = _inception_problems(weights_path)
     if problems: raise FileNotFoundError("InceptionV3 features need: " + "; ".join(problems)
                                          + ". Offline, use feature='judge' "
@@ -141,7 +141,7 @@ def fid_bootstrap(real:torch.Tensor, # (N, D) real features
                   seed:int=0, # seeds the resampling
                   level:float=0.95, # interval coverage
                  ) -> tuple:
-    "Normal bootstrap interval of FID: the estimate ± z × the spread of FIDs over resamples of both sets (floored at 0)."
+    "Normal bootstrap interval of FID: estimate ± z × the spread of FIDs over resamples of both sets (floored at 0)."
     g = torch.Generator().manual_seed(seed)
     fids = [fid_from_features(real[torch.randint(len(real), (len(real),), generator=g)],
                               fake[torch.randint(len(fake), (len(fake),), generator=g)], warn=False)
@@ -157,7 +157,7 @@ def kid_from_features(real:torch.Tensor, # (N, D) real features
                       subset_size:int=1000, # capped at half the smaller set, so subsets differ
                       seed:int=0, # seeds the subsets
                      ) -> tuple:
-    "Kernel Inception Distance (mean, std, subset size) over random subsets (torchmetrics KID); subsets hold at most half the images."
+    "Kernel Inception Distance (mean, std, subset size) over random subsets of at most half the images (torchmetrics)."
     from torchmetrics.image.kid import KernelInceptionDistance
     size = max(2, min(subset_size, len(real) // 2, len(fake) // 2))
     m = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size, normalize=True)
@@ -217,7 +217,7 @@ class PixelFeatures(nn.Module):
 # %% ../nbs/04b_metrics.ipynb #1f5616e6
 def local_clip(model, # a CLIP folder or hub id
               ) -> str:
-    "The CLIP folder or cached hub id to load (safetensors weights only); a `FileNotFoundError` saying what to pass when it is not here."
+    "The CLIP folder or cached hub id to load (safetensors only); if absent, a `FileNotFoundError` saying what to pass."
     if Path(model).is_dir(): return str(require_safetensors(model))
     from huggingface_hub import try_to_load_from_cache
     try: cached = try_to_load_from_cache(str(model), "config.json")
@@ -229,7 +229,7 @@ def local_clip(model, # a CLIP folder or hub id
                             "reachable.")
 
 class _CLIPFeatures(nn.Module):
-    "A CLIPModel whose get_*_features return tensors (transformers 5 returns output objects, which torchmetrics 1.9 cannot read)."
+    "A CLIPModel whose get_*_features return tensors (transformers 5 returns objects torchmetrics 1.9 can't read)."
     def __init__(self, model): super().__init__(); self.model, self.config = model, model.config
     @staticmethod
     def _tensor(out): return out if isinstance(out, torch.Tensor) else out.pooler_output
@@ -306,7 +306,7 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
 
 # %% ../nbs/04b_metrics.ipynb #5b7c0a02
 def _components(mask:torch.Tensor) -> torch.Tensor:
-    "Label the 8-connected components of a (N, H, W) bool mask: each pixel gets its component's largest flat index + 1 (0: off)."
+    "Label 8-connected components of a (N, H, W) bool mask: each pixel gets its component's max flat index + 1 (0 off)."
     n, h, w = mask.shape
     labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(n, h, w),
                          torch.zeros(()))
@@ -410,7 +410,7 @@ def real_vs_generated(pipeline, # a `Text2ImagePipeline`
 
 def real_vs_generated_figure(comparison:dict, # captions, real and generated images (e.g. from `real_vs_generated`)
                             ):
-    "Two rows (real, generated) under each caption; with the judge's verdicts, frames are green when it passes the image."
+    "Two rows (real, generated) under each caption; given the judge's verdicts, frames are green where it passes."
     import matplotlib.pyplot as plt
     n = len(comparison["captions"])
     fig, axs = plt.subplots(2, n, figsize=(n * 1.5, 3.6), squeeze=False)
@@ -522,7 +522,7 @@ def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
                        progress:bool=True, # progress bars
                        **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
                       ) -> dict:
-    "Distribution metrics, CLIP score and validation loss on held-out captioned images; writes the report and figure (atomically)."
+    "Distribution metrics, CLIP score, validation loss on held-out captioned images; writes report, figure atomically."
     import matplotlib.pyplot as plt
     if feature == "judge": raise ValueError("The judge reads only Shapes images; for captioned images use one of "
                                             f"{', '.join(FEATURES[:1] + FEATURES[2:])}")

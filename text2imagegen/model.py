@@ -38,7 +38,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _SAFETENSORS_NAMES = {"pytorch_model.bin": "model.safetensors"}  # transformers names its two formats differently
 
 def pickle_refusal(path) -> ValueError:
-    "The error for a pickle-based weights file, which is never opened: it names the file and the command that converts it."
+    "The error for a pickle weights file, which is never opened: it names the file and the command that converts it."
     path = Path(path)
     target = path.with_name(_SAFETENSORS_NAMES.get(path.name, path.stem + ".safetensors"))
     return ValueError(f"{path} holds pickled weights ({path.suffix}), which are never opened here (unpickling can "
@@ -48,7 +48,7 @@ def pickle_refusal(path) -> ValueError:
 
 def require_safetensors(path, # a weights file, or a folder of weights (a model, or one component of a pipeline folder)
                        ) -> Path:
-    "`path`, if its weights are safetensors (a folder holding a .safetensors file: pickles beside it are never opened); else the refusal."
+    "`path` if its weights are safetensors (in a folder: a .safetensors file; pickles stay unopened), else the refusal."
     path = Path(path)
     if path.is_dir():
         if next(path.glob("*.safetensors"), None) is not None: return path
@@ -76,7 +76,7 @@ def hub_cached(repo_id:str, # a hub id 'owner/name'
 def not_here(repo_id:str, # the hub id asked for
              instead:str, # what to give instead
             ) -> FileNotFoundError:
-    "The one-line error for a hub id that is neither a local folder nor in the local cache, and could not be downloaded."
+    "The one-line error for a hub id that is not a local folder, not in the local cache and could not be downloaded."
     why = ("HF_HUB_OFFLINE is set, so nothing is downloaded" if huggingface_hub.constants.HF_HUB_OFFLINE
            else "downloading it failed (no network, or no such model on the hub)")
     return FileNotFoundError(f"{str(repo_id)!r} is neither a local folder nor in the local Hugging Face cache "
@@ -90,7 +90,7 @@ def first_line(e:BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_hub():
-    "diffusers and transformers keep their hub warnings (\"Couldn't connect to the Hub...\") to themselves: the error says it once."
+    "diffusers and transformers keep their hub warnings (\"Couldn't connect to the Hub...\") quiet: the error says it."
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
     before = [(lib, lib.get_verbosity()) for lib in (diffusers_logging, transformers_logging)]
@@ -105,7 +105,7 @@ def load_files(source, # the local folder or hub id that `load` reads
                probe:str, # a file of the hub repository whose presence in the cache means the model is there
                instead:str, # what to give instead, for the message
               ):
-    "`load()`, with a one-line error that says what was tried: a hub id neither here nor downloadable is a `FileNotFoundError` (`not_here`)."
+    "`load()` with a one-line error saying what was tried; a hub id neither here nor downloadable: `FileNotFoundError`."
     local = Path(source).exists()
     cached = local or hub_cached(str(source), probe)
     if not cached and huggingface_hub.constants.HF_HUB_OFFLINE: raise not_here(source, instead)
@@ -216,7 +216,7 @@ def encode_pooled(self:TextEncoder,
                   prompts:str|list, # A prompt or a list of prompts
                   grad:bool=False,  # Keep the caller's gradient mode and the encoder's train/eval mode (training LoRA adapters of the encoder)
                  ):
-    "Token hidden states `(B, L, D)` and one pooled vector per prompt `(B, D)`; without gradients, in eval mode, unless `grad`."
+    "Token hidden states `(B, L, D)`, pooled vectors `(B, D)`; without gradients, in eval mode, unless `grad`."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     bad = next((p for p in prompts if not is_text(p)), None)
     if bad is not None or not prompts: raise ValueError("prompts must be a str or a non-empty list of str of valid "
@@ -245,7 +245,7 @@ def encode(self:TextEncoder, prompts:str|list): # A prompt or a list of prompts
 
 # %% ../nbs/01_model.ipynb #3e325f43
 class TextWhitening(ModelMixin, ConfigMixin):
-    "A fixed ZCA whitening of token states, `x -> (x - mean) @ matrix`, fitted to training captions (the identity until then)."
+    "Fixed ZCA whitening of token states, `x -> (x - mean) @ matrix`, fitted to training captions (else identity)."
     @register_to_config
     def __init__(self,
                  dim:int=384,   # Width D of the token states (the text encoder's)
@@ -400,7 +400,7 @@ def text(self:Text2ImagePipeline) -> TextEncoder:
 @patch
 @torch.no_grad()
 def encode_prompt(self:Text2ImagePipeline, prompts:str|list): # A prompt or a list of prompts
-    "Token states `(B, L, D)` (whitened if the model has a `text_whitening`) and, if the model uses them, pooled vectors `(B, D)` (else None)."
+    "Token states `(B, L, D)` (after any `text_whitening`), pooled vectors `(B, D)` if the model uses them, else None."
     hidden, pooled = self.text.encode_pooled(prompts)
     if self.text_whitening is not None: hidden = self.text_whitening(hidden)
     dtype = self.unet.dtype
@@ -580,7 +580,7 @@ PIPELINE_PRESETS = {
 # %% ../nbs/01_model.ipynb #2ccf091b
 def with_default_sampler(pipe:Text2ImagePipeline, # A pipeline whose scheduler holds its training schedule
                         ) -> Text2ImagePipeline:
-    "`pipe`, its scheduler now the sampler it draws with by default, on the same schedule (`default_sampler` in 03_sample)."
+    "`pipe`, its scheduler now its default sampler, on the same schedule (`default_sampler` in 03_sample)."
     from text2imagegen.sample import default_sampler  # 03_sample builds the samplers (and imports this module)
     pipe.scheduler = default_sampler(pipe)
     return pipe
@@ -641,7 +641,7 @@ _SD_EXTRAS = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None,
               "requires_safety_checker": False}
 
 def is_sd_architecture(pipe:Text2ImagePipeline) -> bool:
-    "Is `pipe` shaped as Stable Diffusion is (VAE latents, no pixel shuffle, pooled text, coordinate channels or text whitening)?"
+    "Is `pipe` shaped like Stable Diffusion (VAE latents, no pixel shuffle, pooled text, coord. channels or whitening)?"
     return (pipe.vae is not None and pipe.text_whitening is None and pipe.config.pixel_shuffle == 1
             and not pipe.config.pooled_text
             and not pipe.config.coord_channels)
@@ -651,7 +651,7 @@ def save_pretrained(self:Text2ImagePipeline,
                      save_directory:str|Path, # Folder to write (created if needed)
                      safe_serialization:bool=True, # Must be True: weights are written as safetensors only
                      **kwargs):
-    "Save in diffusers format with safetensors weights; the scheduler written is the model's default sampler, as a diffusers class."
+    "Save in diffusers format, safetensors weights; the scheduler is the model's default sampler as a diffusers class."
     if not safe_serialization: raise ValueError("Text2ImagePipeline saves weights as safetensors only "
                                                 "(safe_serialization=True)")
     backend = getattr(self.tokenizer, "backend_tokenizer", None)
@@ -670,7 +670,7 @@ def save_pretrained(self:Text2ImagePipeline,
 
 # %% ../nbs/01_model.ipynb #c3f38563
 def pipeline_folder(path_or_id, config=None) -> str:
-    "The folder or hub id whose configs describe a run folder, pipeline folder, hub id or single-file checkpoint (with its `config` folder)."
+    "Folder or hub id whose configs describe a run folder, pipeline folder, hub id or single file (its `config`)."
     p = Path(path_or_id).expanduser()
     if p.is_file():
         # 01a_single_file reads single files (and imports this module)
@@ -707,7 +707,7 @@ def load_pipeline(path_or_id:str|Path, # Run folder, pipeline folder, hub id (e.
                   config:str|Path|None=None, # Single file only: a diffusers folder of its architecture with configs and tokenizer/ (None: the bundled SD 1.5 configs)
                   **kwargs,             # Passed to `Text2ImagePipeline.from_pretrained` or `from_single_file` (e.g. torch_dtype)
                  ) -> Text2ImagePipeline:
-    "Load a `Text2ImagePipeline` (safetensors weights only) from a run folder, pipeline folder, hub id or single file; with `lora`, its adapters at `lora_scale`."
+    "Load a `Text2ImagePipeline` (safetensors only) from any `path_or_id`; with `lora`, its adapters at `lora_scale`."
     if kwargs.pop("use_safetensors", True) is not True:
         raise ValueError("load_pipeline reads safetensors weights only; use_safetensors must be True")
     if Path(path_or_id).expanduser().is_file():
@@ -807,7 +807,7 @@ def lora_file(path:str|Path, # Run folder (its `lora/`), adapter folder or .safe
 def lora_parts(state:dict, # LoRA weights as diffusers' `lora_state_dict` returns them (Kohya keys already renamed)
                text_encoder=None, # the text encoder they are for (without `text_model.`, that prefix is dropped)
               ) -> tuple:
-    "({part: weights under peft's keys, `<module>.lora_A.weight`}, keys of no part), key by key: a file may mix namings."
+    "({part: weights under peft's keys, `<module>.lora_A.weight`}, keys of no part), key by key: files may mix namings."
     parts = {p: {k.removeprefix(f"{p}."): v for k, v in state.items() if k.startswith(f"{p}.")} for p in LORA_PARTS}
     others = [k for k in state if not k.startswith(tuple(f"{p}." for p in LORA_PARTS))]
     # `.lora.down` -> `.lora_A`, `to_q_lora.down` -> `to_q.lora_A`, ...
@@ -827,7 +827,7 @@ def _drop_adapter(model, name:str):
     (getattr(model, "peft_config", None) or {}).pop(name, None)
 
 def _load_lora_file(pipe, f:Path, name:str):
-    "Load the adapter file `f` into `pipe`'s UNet and text encoder as adapter `name`; raise, loading nothing, unless every weight lands in a layer."
+    "Load adapter file `f` into `pipe`'s UNet and text encoder as `name`; if a weight fits no layer, raise, load none."
     with safe_open(f, "pt") as raw: dora_scales = [k for k in raw.keys() if k.endswith(".dora_scale")]
     if dora_scales: raise ValueError(f"{f} holds DoRA magnitudes in Kohya form ({dora_scales[0]}, ...), which "
                                      "diffusers' loader drops; use the adapter's diffusers-format file "
@@ -878,7 +878,7 @@ def load_lora(pipe:Text2ImagePipeline, # The pipeline that gets the adapters
               lora:str|Path|list, # One adapter or a list (see `lora_file`)
               scale:float|list=1.0, # Weight of each adapter: one number for all, or one per adapter
              ) -> Text2ImagePipeline:
-    "Add LoRA adapters to `pipe`'s UNet and text encoder with weights `scale`; `pipe.lora_adapters` records each file and weight."
+    "Add LoRA adapters to `pipe`'s UNet and text encoder at weights `scale`, recorded in `pipe.lora_adapters`."
     paths = [lora] if isinstance(lora, (str, Path)) else list(lora)
     scales = [scale] * len(paths) if isinstance(scale, (int, float)) else list(scale)
     if not paths or len(scales) != len(paths):

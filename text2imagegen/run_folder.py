@@ -34,7 +34,7 @@ def _umask() -> int:
     return mask
 
 def follow_umask(path:Path):
-    "Give `path` (and a folder's contents) the modes a plain `open`/`mkdir` would: 0o666/0o777 less the process's umask."
+    "Give `path` (and a folder's contents) the modes plain `open`/`mkdir` would: 0o666/0o777 less the process's umask."
     mask, path = _umask(), Path(path)
     for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
         if not p.is_symlink(): os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
@@ -56,7 +56,7 @@ def free_space(path:Path) -> int:
     return shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
 
 class DiskFull(OSError):
-    "No space left for a write: says where, how much was needed and how much is free; nothing written before was touched."
+    "No space left for a write: says where, how much was needed and is free; nothing written before is touched."
     def __init__(self, path:Path, # what was being written
                  needed:int, # bytes it needs (at least)
                  then:str="free some space and run the command again", # what to do next
@@ -74,7 +74,7 @@ def write_file_atomically(path:Path, # the file to (re)place
                           write, # callable writing the file's contents to the path it is given
                           needed:int|None=None, # bytes it will take, if known: checked against the free space first
                          ) -> Path:
-    "Write a file via `write(tmp)` into a hidden temporary sibling, fsync it, then rename it into place: readers see the old file or the whole new one."
+    "Write via `write(tmp)` to a hidden temporary sibling, fsync, rename into place: readers see old or whole new file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if needed is not None and needed > shutil.disk_usage(path.parent).free: raise DiskFull(path, needed)
     tmp = temp_name(path)
@@ -96,7 +96,7 @@ def write_text_atomically(path:Path, text:str) -> Path:
 def write_bytes_atomically(path, # the file to (re)place
                            data:bytes, # its contents
                           ) -> Path:
-    "Write `data` to `path` atomically (`write_file_atomically`): the old file or the whole new one, and on a full disk a `DiskFull` saying how much was needed where."
+    "Write `data` to `path` atomically (`write_file_atomically`); on a full disk, a `DiskFull` saying what is needed."
     return write_file_atomically(path, lambda p: Path(p).write_bytes(data), needed=len(data))
 
 def save_figure(fig, # a matplotlib figure
@@ -150,7 +150,7 @@ def _siblings(folder:Path, kind:str) -> list:
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 def recover_folder(folder:Path) -> Path|None:
-    "Finish or undo an interrupted `write_atomically`: a complete new copy (`.new-`) or else the old one (`.old-`) takes the name; partial copies go."
+    "Finish or undo an interrupted `write_atomically`: a complete new copy (`.new-`), else the old (`.old-`), is kept."
     folder = Path(folder)
     if not folder.exists():
         for kind in ("new", "old"):
@@ -240,7 +240,7 @@ def latest_checkpoint(run_dir:Path) -> Path|None:
     return found[-1] if found else None
 
 def intact_checkpoint(run_dir:Path) -> Path|None:
-    "The newest checkpoint whose files match their checksums (a warning names each damaged one passed over); None if the run has none."
+    "Newest checkpoint whose files match their checksums (a warning names each damaged one skipped); None if none."
     damaged = {}
     for ckpt in reversed(checkpoints(run_dir)):
         if not (problems := checkpoint_problems(ckpt)): return ckpt
@@ -256,7 +256,7 @@ def save_checkpoint(run_dir:Path, # the run folder
                     state:dict, # everything else (nested; tensors allowed)
                     keep:int=2, # checkpoints to keep
                    ) -> Path:
-    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights + state + checksums); keep it and the `keep - 1` before it, delete any later ones."
+    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights, state, checksums); keep `keep` up to it; no later."
     def write(tmp):
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp/"unet.safetensors")
         tensors = {}
@@ -295,7 +295,7 @@ def _log_row(row:dict) -> dict:
     return {k: (float(v) if v != "" else None) for k, v in row.items()}
 
 def read_log(path:Path) -> list:
-    "Rows of a `log.csv` as dicts of floats (missing val_loss is None); a malformed or torn row (a crash, a full disk, an edit) is left out with a warning naming its line."
+    "Rows of `log.csv` as dicts of floats (no val_loss: None); malformed or torn rows skipped with a warning naming it."
     if not Path(path).exists(): return []
     lines = Path(path).read_text(errors="replace").replace("\0", "").splitlines(keepends=True)
     out, bad = [], []
@@ -361,7 +361,7 @@ def pid_running(pid:int) -> bool:
     except (OSError, IndexError): return True
 
 class RunLock:
-    "An exclusive lock on a run folder: the OS lock on `.lock` excludes other writers; the file names the holder (pid, host)."
+    "Exclusive run-folder lock: an OS lock on `.lock` keeps other writers out; the file names its holder (pid, host)."
     def __init__(self, run_dir:str|Path): self.path, self.fd = Path(run_dir)/".lock", None
     def holder(self, fd=None) -> dict:
         "The pid and host written in the lock file ({} if none)."
@@ -374,7 +374,7 @@ class RunLock:
 # %% ../nbs/02c_run_folder.ipynb #a1f0c0e0
 @patch
 def acquire(self:RunLock) -> RunLock:
-    "Take the lock, or raise naming its holder; a lock left by a dead process of this host is taken over with a warning."
+    "Take the lock or raise naming its holder; one left by a dead process of this host is taken over with a warning."
     import fcntl
     self.path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -430,7 +430,7 @@ def mark_run_folder(run_dir:Path):
                           + "\n")
 
 def is_run_folder(path:Path) -> bool:
-    "True for a folder a training run made: its marker, or a `config.json` naming a preset and output_dir beside a `log.csv`."
+    "True for a folder a training run made: its marker, or `config.json` naming preset, output_dir beside `log.csv`."
     path = Path(path)
     if (path/RUN_MARKER).is_file(): return True
     try: config = json.loads((path/"config.json").read_text())
@@ -454,7 +454,7 @@ def check_output_dir(run_dir:Path, # the run folder a run will write
                      overwrite:bool=False, # whether the run may empty the folder
                      resume:bool=False, # whether the run continues the run in the folder
                     ):
-    "Refuse a run folder that is, holds or lies inside the training data, or that a fresh run may not use: says what is there and what to do."
+    "Refuse a run folder that is, holds or is in the training data, or a fresh run may not use; say why, what to do."
     run = Path(run_dir)
     if data is not None and Path(data).exists():
         if _inside(data, run): raise FileExistsError(f"--output-dir {run} is or holds the training data ({data}): "
@@ -482,7 +482,7 @@ def clear_run_folder(run_dir:Path):
 
 # %% ../nbs/02c_run_folder.ipynb #6ff37ff1
 def resume_checkpoint(run_dir:Path) -> Path:
-    "The checkpoint a resumed run continues from (`intact_checkpoint`); refuses, saying what to run instead, when there is none."
+    "The checkpoint a resumed run continues from (`intact_checkpoint`); if none, refuses, saying what to run instead."
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"Cannot resume {run}: no such folder. Check its name, or start a new run without "

@@ -208,7 +208,7 @@ def sample_settings(pipeline,             # A `Text2ImagePipeline`
                     height=None,          # None: the model's size
                     width=None,           # None: the model's size
                    ) -> dict:
-    "The settings `generate_batches` draws with, the model's defaults filled in; a `ValueError` names the first invalid one."
+    "Settings `generate_batches` draws with, model defaults filled in; a `ValueError` names the first invalid one."
     prompts = [prompts] if isinstance(prompts, str) else prompts
     model_defaults = {**FALLBACK_DEFAULTS, **(pipeline.config.get("sample_defaults") or {})}
     guidance_scale = model_defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -295,12 +295,12 @@ def generate(pipeline,                # A `Text2ImagePipeline` (see `load_pipeli
 # %% ../nbs/03_sample.ipynb #2b2b985b
 def default_sampler(pipeline, # A pipeline: its `sample_defaults` and training schedule
                    ):
-    "A fresh copy of the sampler `generate` uses by default for `pipeline`: its `sample_defaults` scheduler, else `FALLBACK_DEFAULTS`'s."
+    "Fresh copy of `pipeline`'s default sampler for `generate`: its `sample_defaults` one, else `FALLBACK_DEFAULTS`'s."
     return make_sampler({**FALLBACK_DEFAULTS, **(pipeline.config.get("sample_defaults") or {})}["scheduler"], pipeline)
 
 def diffusers_class(sampler, # A scheduler, e.g. from `make_sampler`
                    ):
-    "`sampler` as the diffusers class it derives from, the one a saved model folder names so that diffusers alone can load it."
+    "`sampler` as the diffusers class it derives from, which a saved model folder names so diffusers alone can load it."
     cls = next(c for c in type(sampler).__mro__ if c.__module__.startswith("diffusers."))
     return sampler if cls is type(sampler) else cls.from_config(sampler.config)
 
@@ -343,7 +343,7 @@ def png_info(params, # A dict for one image or a list of dicts (one per cell) fo
     return info
 
 def _save_png(image, path, params) -> Path:
-    "Write `image` with `params` to `path` atomically: a complete PNG or none (never a truncated one), the old file kept on failure."
+    "Write `image`, `params` to `path` atomically: a complete PNG or none (never truncated); else the old file stays."
     buffer = io.BytesIO(); image.save(buffer, format="png", pnginfo=png_info(params))
     return write_bytes_atomically(path, buffer.getvalue())
 
@@ -480,7 +480,7 @@ def _params_files(path:Path) -> list:
 
 def samples_folder(out, # the output folder asked for
                   ) -> tuple:
-    "The numbers of the first image and the first grid `t2i-sample` adds to `out`: new, empty or written by it; any other folder is refused, untouched."
+    "Numbers of the first image and grid `t2i-sample` adds to `out` (new, empty or its own); refuses other folders."
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder: choose a folder for the images")
@@ -497,7 +497,7 @@ def samples_folder(out, # the output folder asked for
 def append_rows(path, # a JSON-lines file (created if missing)
                 rows:list, # lines to add, each ending in a newline
                ):
-    "Append `rows` to `path`; if that fails (a full disk, a stop) the file is cut back to what it held, so no torn row stays."
+    "Append `rows` to `path`; if that fails (full disk, a stop), cut the file back to what it held: no torn row stays."
     path, data = Path(path), "".join(rows).encode("utf-8")
     existed = path.exists()
     size = path.stat().st_size if existed else 0
@@ -550,7 +550,7 @@ def t2i_sample(
     out:str="samples",          # Output folder: new, empty, or one t2i-sample wrote (its images are added after those there)
     debug:store_true=False,     # Show the traceback of an error, not only its one-line message
 ):
-    "Generate images from a text-to-image model; writes each PNG as soon as its batch is done, grids and params.jsonl to `out`."
+    "Generate images from a text-to-image model; write each PNG once its batch is done, grids, params.jsonl to `out`."
     command = command_line("t2i-sample", t2i_sample, locals())
     prompts = list(prompts) + (_read_prompts(prompt_file) if prompt_file else [])
     if not prompts: raise ValueError("no prompts: give them as arguments or with --prompt-file (one per line)")

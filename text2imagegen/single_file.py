@@ -49,7 +49,7 @@ def _tokenizer_in(folder):
 def single_file_tokenizer(path, # The checkpoint (named in the error)
                           config=None, # A config folder; its tokenizer/ comes first
                          ) -> CLIPTokenizer:
-    "The tokenizer for a single-file checkpoint: `config`'s `tokenizer/`, else SD 1.5's from the local cache; never downloaded."
+    "Tokenizer of a single-file checkpoint: `config`'s `tokenizer/`, else SD 1.5's from local cache; never downloaded."
     from huggingface_hub import try_to_load_from_cache
     if config is not None and (found := _tokenizer_in(Path(config)/"tokenizer")): return found
     for repo, sub in TOKENIZER_CACHE:
@@ -164,7 +164,7 @@ def export_single_file(model, # Run folder, pipeline folder or `Text2ImagePipeli
                        path, # The .safetensors file to write (not an existing one)
                        half:bool=False, # Write float16 weights (half the size, as most shared checkpoints)
                       ) -> Path:
-    "Write `model` as one .safetensors file in the original Stable Diffusion key layout (A1111, ComfyUI, diffusers' `from_single_file`)."
+    "Write `model` as one .safetensors file, original SD key layout (A1111, ComfyUI, diffusers' `from_single_file`)."
     path = Path(path).expanduser()
     if path.suffix != ".safetensors": raise ValueError(f"{path} must end in .safetensors: a single-file checkpoint is "
                                                        "written as safetensors")
@@ -182,7 +182,7 @@ def t2i_export(
     out:str,               # The .safetensors file to write (a new one)
     half:store_true=False, # Write float16 weights: half the size, as most shared checkpoints
 ):
-    "Write a model as one .safetensors file in the original Stable Diffusion layout, for A1111, ComfyUI and diffusers' `from_single_file`."
+    "Write a model as one .safetensors file, original SD layout, for A1111, ComfyUI and diffusers' `from_single_file`."
     path = export_single_file(model, out, half)
     folder = Path(model)/"model" if (Path(model)/"model"/"model_index.json").is_file() else Path(model)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); its configs and tokenizer are in {folder} "

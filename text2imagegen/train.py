@@ -119,7 +119,7 @@ class Trainer:
 # %% ../nbs/02_train.ipynb #5b4b8ca2
 @patch
 def check_run_dir(self:Trainer) -> Path|None:
-    "Refuse a run folder this run may not use (`check_output_dir`); on resume, the checkpoint to continue from, its fixed settings checked."
+    "Refuse a run folder this run may not use (`check_output_dir`); on resume, the checkpoint to continue, checked."
     cfg = self.config
     check_output_dir(self.run_dir, None if cfg.data == "shapes" else cfg.data, cfg.overwrite, cfg.resume)
     if not cfg.resume: return None
@@ -137,7 +137,7 @@ def check_run_dir(self:Trainer) -> Path|None:
 
 @patch
 def claim_run_dir(self:Trainer) -> RunLock|None:
-    "The main process locks the run folder (made if missing: removed again if the run ends before its first step) and recovers interrupted writes."
+    "Lock the run folder on the main process (made if missing, removed if no step ran) and recover interrupted writes."
     lock = None
     if self.is_main:
         # deepest first
@@ -149,7 +149,7 @@ def claim_run_dir(self:Trainer) -> RunLock|None:
 
 @patch
 def release(self:Trainer):
-    "Close the log and unlock the run folder (nothing if already done); a run that never wrote its folder leaves it as it found it."
+    "Close the log and unlock the run folder (once); a run that never wrote its folder leaves it as it found it."
     if self.log is not None and not self.log.closed: self.log.close()
     if self.lock is not None: self.lock.release(); self.lock = None
     if not self.folder_open:
@@ -160,7 +160,7 @@ def release(self:Trainer):
 # %% ../nbs/02_train.ipynb #43537d1c
 @patch
 def load_data(self:Trainer):
-    "Read the splits and fingerprint them; refuse, before anything is built, too few images for one batch or other data than the checkpoint's."
+    "Read, fingerprint the splits; before building, refuse too few images for a batch or data not the checkpoint's."
     cfg, processes = self.config, self.accelerator.num_processes
     self.skipped = []  # (name, reason) of each input the loader skipped: the data audit counts them
     self.train_set, self.heldout = load_images(cfg, self.skipped)
@@ -177,7 +177,7 @@ def load_data(self:Trainer):
 
 @patch
 def setup_data(self:Trainer):
-    "Fix validation and the grids' prompts (checked first), bucket the images, fill the disk caches, fit the text whitening."
+    "Fix validation and grid prompts (checked first), bucket images, fill the disk caches, fit the text whitening."
     cfg, acc = self.config, self.accelerator
     self.examples = None if cfg.data == "shapes" else heldout_examples(self.heldout, cfg.resolution, seed=cfg.seed)
     if cfg.val_prompts is None: cfg.val_prompts = list(DEFAULT_VAL_PROMPTS) if cfg.data == "shapes" else self.examples[0]
@@ -236,7 +236,7 @@ def bucket_images(self:Trainer) -> dict:
 
 @patch
 def write_buckets(self:Trainer) -> Path:
-    "Record the buckets (`buckets.json`): each bucket's size and images, each training image's size, bucket, resized size and crop box."
+    "Write `buckets.json`: each bucket's size, images; each training image's size, bucket, resized size, crop box."
     cfg, batch = self.config, self.config.batch_size * self.accelerator.num_processes
     record = dict(resolution=cfg.resolution, step=self.bucket_step, max_ratio=BUCKET_MAX_RATIO, global_batch=batch,
                   crop=cfg.crop,
@@ -255,7 +255,7 @@ def write_buckets(self:Trainer) -> Path:
 # %% ../nbs/02_train.ipynb #8950dbd2
 @patch
 def check_sampling(self:Trainer):
-    "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, its default scheduler)."
+    "Check the sample grids' settings with the model, as `generate` will (prompts, guidance, steps, default scheduler)."
     cfg, defaults = self.config, {**FALLBACK_DEFAULTS, **(self.pipe.config.get("sample_defaults") or {})}
     try: check_params(self.pipe, cfg.val_prompts, None, defaults["guidance_scale"] if cfg.guidance_scale is None
                       else cfg.guidance_scale,
@@ -293,7 +293,7 @@ def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
 
 @patch
 def setup_training(self:Trainer):
-    "UNet (or its LoRA adapters; gradient checkpointing if asked), optimizer, EMA of the trained parameters (on `ema_device`); the UNet and optimizer prepared by accelerate (DDP across processes)."
+    "UNet (or LoRA; gradient checkpointing if asked) and optimizer, prepared by accelerate (DDP); EMA on `ema_device`."
     cfg, unet = self.config, self.pipe.unet
     if cfg.lora_rank: self.trainable = add_adapters(self.pipe, cfg, self.dtype, self.accelerator)  # base frozen
     else: self.trainable = list(unet.requires_grad_(True).parameters())
@@ -361,7 +361,7 @@ def caption_ids(self:Trainer, idx:torch.Tensor, epoch:int, generator:torch.Gener
 
 @patch
 def trained_caption(self:Trainer, i:int, epoch:int) -> str:
-    "Training image `i`'s caption in `epoch`: one of its captions (`pick_caption`), styled as the config says (`styled_caption`)."
+    "Image `i`'s caption in `epoch`: one of its captions (`pick_caption`), styled per the config (`styled_caption`)."
     cfg = self.config
     caption = pick_caption(self.train_set.captions[i], epoch, i, cfg.seed)
     return styled_caption(caption, epoch, i, cfg.seed, cfg.caption_template, cfg.shuffle_tags, cfg.keep_tags,
@@ -369,7 +369,7 @@ def trained_caption(self:Trainer, i:int, epoch:int) -> str:
 
 @patch
 def trained_captions(self:Trainer, total_steps:int, per_epoch:int) -> list:
-    "Every caption the run trains on: each image's captions, or, when captions are styled, each image's caption of every epoch the run reaches."
+    "Every caption the run trains on: each image's captions, or, if styled, its caption in every epoch the run reaches."
     cfg, per_epoch = self.config, max(1, per_epoch)
     if not (cfg.caption_template or cfg.shuffle_tags or cfg.tag_dropout):
         return [c for cs in self.train_set.captions for c in cs]
@@ -457,7 +457,7 @@ def val_loss(self:Trainer) -> float:
 # %% ../nbs/02_train.ipynb #5f28ce81
 @patch
 def sample_grid(self:Trainer, prompts:list, path:Path, real:list|None=None, real_ids:list|None=None) -> Path:
-    "Save a grid of `prompts` x the validation seeds (EMA weights), under a row of `real` images if given; settings in the PNG metadata."
+    "Save a grid of `prompts` x validation seeds (EMA weights), below `real` images if given; settings in PNG metadata."
     from PIL.PngImagePlugin import PngInfo
     seeds = self.config.val_seeds
     with self.ema_weights():
@@ -489,7 +489,7 @@ def checkpoint(self:Trainer) -> Path:
 # %% ../nbs/02_train.ipynb #0751f166
 @patch
 def trained_weights(self:Trainer) -> dict:
-    "The weights a checkpoint holds: the whole UNet's, or only the LoRA adapters' (the base is rebuilt from the config)."
+    "The weights a checkpoint holds: the whole UNet's, or only the LoRA adapters' (the base rebuilt from the config)."
     return adapter_weights(self.pipe) if self.config.lora_rank else self.pipe.unet.state_dict()
 
 @patch
@@ -511,7 +511,7 @@ RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening"
 RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")
 
 def same_source(a:str, b:str) -> bool:
-    "Whether two `data` values name the same source: equal, or the same local folder or file (a trailing slash, relative or absolute)."
+    "Do two `data` values name one source: equal, or one local folder/file (trailing slash, relative or absolute)?"
     if a == b: return True
     try: return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
     except (OSError, TypeError): return False
@@ -528,7 +528,7 @@ def resume_changes(before:dict, # the config the checkpoint was trained with (as
 
 @patch
 def resume(self:Trainer):
-    "Continue from the latest checkpoint of the run folder, if there is one, applying any changed settings that may change."
+    "Continue from the run folder's latest checkpoint, if there is one, applying any changed settings that may change."
     cfg, ckpt = self.config, self.resume_from
     try: weights, state = load_checkpoint(ckpt)
     except Exception as e: raise RuntimeError(f"{ckpt} cannot be read ({e}); move it aside to resume from the "
@@ -634,7 +634,7 @@ def write_heldout(self:Trainer) -> Path:
 
 @patch
 def open_run_folder(self:Trainer):
-    "Once the first step has run, start writing the run folder: empty it for `overwrite`, mark it, write the config, held-out split and log."
+    "After the first step, start the run folder: empty it for `overwrite`, mark it, write config, held-out split, log."
     if self.folder_open: return
     cfg, run = self.config, self.run_dir
     if self.is_main:
@@ -660,7 +660,7 @@ def how_to_continue(self:Trainer) -> str:
 
 @patch
 def fit(self:Trainer) -> Path:
-    "Train until done (a SIGTERM/SIGINT: checkpoint and stop; the `max_minutes` cap: checkpoint, save and stop), then save the model; returns the run folder."
+    "Train, save the model, return the run folder; SIGTERM/SIGINT: checkpoint, stop; `max_minutes`: also save."
     cfg, acc = self.config, self.accelerator
     try:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
@@ -741,7 +741,7 @@ def model_bytes(self:Trainer) -> int:
 
 @patch
 def save_model(self:Trainer, folder:Path) -> Path:
-    "Atomically save the pipeline in diffusers format: EMA UNet weights, frozen parts in their original precision; a LoRA run also saves `lora/`."
+    "Atomically save the pipeline (diffusers): EMA UNet, frozen parts in original precision; LoRA runs also `lora/`."
     restore_originals(self.pipe, self.originals)
     with self.ema_weights() as unet:
         if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
@@ -763,7 +763,7 @@ def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
 
 @patch
 def finish(self:Trainer) -> Path:
-    "Save the EMA model, the final grid and the loss curve (a run resumed at its last step: those missing); print where everything went."
+    "Save the EMA model, final grid and loss curve (a run resumed at its last step: those missing); say where to."
     self.open_run_folder()  # (a run resumed at its last step trains none)
     self.accelerator.wait_for_everyone()
     if self.is_main:
@@ -806,7 +806,7 @@ def _resume_command(argv:list, # the command-line arguments of the run
 
 # %% ../nbs/02_train.ipynb #758fadd1
 def data_summary(config:TrainConfig) -> tuple:
-    "(text, training images or None, the first training images' captions): what the run would train on, found without encoding anything."
+    "(text, training images or None, first images' captions): what the run would train on, found without encoding."
     if config.data == "shapes":
         world = ShapesWorld(config.resolution or 32, seed=config.seed, length=3)
         return (f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out",
@@ -833,7 +833,7 @@ def plan_summary(config:TrainConfig, # a resolved config, its global batch split
                  num_processes:int=1, # processes training together
                  warmup_given:bool=True, # whether warmup_steps was chosen (else the preset's, fitted to the run)
                 ) -> str:
-    "The run's length in steps, images and epochs, its global batch and warm-up share; refuses a warm-up as long as the run."
+    "Run length in steps, images, epochs, its global batch and warm-up share; refuses a warm-up as long as the run."
     g = config.batch_size * config.grad_accum * num_processes
     batch = f"global batch {g} ({config.batch_size} per micro-batch x {config.grad_accum} accumulated x {num_processes} process(es))"
     if n is None and not config.max_steps: return f"Plan: {config.epochs} epochs of the data, {batch}"
@@ -844,7 +844,7 @@ def plan_summary(config:TrainConfig, # a resolved config, its global batch split
             f"warm-up {warmup:,} steps ({warmup / total:.0%} of the run)")
 
 def accelerate_mixed_precision() -> str:
-    "The mixed precision accelerate's configuration gives (`accelerate launch --mixed_precision`, `accelerate config`), else `no`."
+    "Mixed precision set by accelerate (`accelerate launch --mixed_precision`, `accelerate config`), else `no`."
     return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
 
 def t2i_train(argv:list|None=None, # command-line arguments (None: sys.argv[1:])

@@ -207,7 +207,7 @@ def check_optimizer(name:str):
                          f"optimizer: {', '.join(_torch_optimizers())}")
 
 def check_sample_settings(self:TrainConfig):
-    "The sample grids' prompts, seeds, guidance and steps, checked before training starts (the model's own checks come at set-up)."
+    "Sample grids' prompts, seeds, guidance and steps, checked before training (the model's own checks come at set-up)."
     if self.val_prompts is not None and (isinstance(self.val_prompts, str) or not len(self.val_prompts)
                                          or not all(isinstance(p, str) for p in self.val_prompts)):
         raise ValueError("val_prompts must be None (the data's own prompts) or a non-empty list of str; got "
@@ -220,18 +220,18 @@ def check_sample_settings(self:TrainConfig):
     if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
         raise ValueError(f"sample_steps must be None (the model's sample default) or an int >= 1; got {s!r}")
 def preset_kind(preset:str) -> str:
-    "The row of PRESET_TRAIN_DEFAULTS for `preset`: `tiny`, `sd15`, or `loaded` (a pipeline folder, run folder or hub id)."
+    "Row of PRESET_TRAIN_DEFAULTS for `preset`: `tiny`, `sd15`, or `loaded` (pipeline folder, run folder or hub id)."
     return preset if preset in ("tiny", "sd15") else "loaded"
 
 def model_prediction_type(preset:str, config_folder:str|None=None) -> str|None:
-    "What the model of `preset` was trained to predict (a preset's, or a saved scheduler's; None when it cannot be read offline)."
+    "What `preset`'s model was trained to predict (a preset's, or a saved scheduler's; None if unreadable offline)."
     if preset in PIPELINE_PRESETS: return PIPELINE_PRESETS[preset]["scheduler"]["prediction_type"]
     try: return DDPMScheduler.load_config(pipeline_folder(preset, config_folder),
                                           subfolder="scheduler").get("prediction_type", "epsilon")
     except (OSError, ValueError): return None
 
 def model_resolution(preset:str, config_folder:str|None=None) -> int|None:
-    "The image side a saved model was made for (its UNet's sample size times its VAE's or pixel shuffle's factor); None when it cannot be read offline."
+    "Image side a saved model is for (UNet sample size x VAE or pixel shuffle factor); None if unreadable offline."
     try:
         folder = pipeline_folder(preset, config_folder)
         local = dict(local_files_only=True)  # a folder, or a hub id already in the cache: never a download
@@ -242,7 +242,7 @@ def model_resolution(preset:str, config_folder:str|None=None) -> int|None:
     return unet["sample_size"] * factor
 
 def resolve_defaults(config:TrainConfig) -> TrainConfig:
-    "A copy of `config` with each None that means \"the preset's\" filled in from PRESET_TRAIN_DEFAULTS (and LORA_TRAIN_DEFAULTS for a LoRA run) and the model's own prediction type and size."
+    "Copy of `config`, Nones filled: PRESET_TRAIN_DEFAULTS (LoRA: LORA_TRAIN_DEFAULTS), model's prediction type, size."
     defaults = {**PRESET_TRAIN_DEFAULTS[preset_kind(config.preset)],
                 **(LORA_TRAIN_DEFAULTS if config.lora_rank else {})}
     fill = {k: v for k, v in defaults.items() if getattr(config, k) is None
@@ -254,7 +254,7 @@ def resolve_defaults(config:TrainConfig) -> TrainConfig:
     return replace(config, **fill) if fill else config
 
 def check_resolved(config:TrainConfig):
-    "Refuse a config whose preset defaults are not filled in yet: helpers take the config `resolve_defaults` gives, resolved once where a run starts."
+    "Refuse a config with unfilled preset defaults: helpers take `resolve_defaults`'s config, resolved once per run."
     if config.lr is None or config.resolution is None:  # (every preset has a learning rate and a size)
         raise ValueError("this needs a resolved config: pass resolve_defaults(config), which fills the preset's values "
                          "for the fields left None")
@@ -373,7 +373,7 @@ def layered_config(recipe:str|None=None, # a bundled recipe (lowest precedence)
                    config:str|Path|None=None, # a JSON file of TrainConfig fields, e.g. a run's config.json (overrides the recipe)
                    flags:dict|None=None, # values given on the command line (override both)
                   ) -> tuple:
-    "(TrainConfig, sources): the layers merged, and where each field's value came from (`default`, `recipe:NAME`, `config:FILE`, `flag`)."
+    "(TrainConfig, sources): the merged layers, each field's origin (`default`, `recipe:NAME`, `config:FILE`, `flag`)."
     values, sources = {}, {}
     layers = [(f"recipe:{recipe}", _config_fields(load_recipe(recipe), f"recipe {recipe}") if recipe else {}),
               (f"config:{config}", _config_fields(json.loads(Path(config).read_text()), str(config)) if config else {}),
@@ -386,7 +386,7 @@ def filled_sources(config:TrainConfig, # the config as given, before `resolve_de
                    done:TrainConfig, # the same config resolved
                    sources:dict, # where each given value came from (`layered_config`)
                   ) -> dict:
-    "`sources` with the fields `resolve_defaults` filled: from the preset (`preset:KIND`), the LoRA defaults (`lora`) or the model (`model`)."
+    "`sources` plus what `resolve_defaults` filled: preset (`preset:KIND`), LoRA defaults (`lora`), model (`model`)."
     kind = preset_kind(config.preset)
     for f in fields(TrainConfig):
         if getattr(config, f.name) is None and getattr(done, f.name) is not None:
@@ -401,7 +401,7 @@ def freeze_encoders(pipe, # a Text2ImagePipeline
                     device, # where the encoders run
                     dtype:torch.dtype=torch.float32, # compute dtype (fp16/bf16 under mixed precision)
                    ):
-    "Freeze the text encoder and VAE: no gradients, eval mode, on `device` in `dtype` (a text whitening moves too, in fp32)."
+    "Freeze the text encoder and VAE: no gradients, eval mode, on `device` in `dtype` (a text whitening too, in fp32)."
     for m in (pipe.text_encoder, getattr(pipe, "vae", None)):
         if m is not None: m.requires_grad_(False).eval().to(device, dtype)
     if getattr(pipe, "text_whitening", None) is not None: pipe.text_whitening.to(device)
@@ -431,7 +431,7 @@ def restore_originals(pipe, # the pipeline the copies came from
 def split_global_batch(config:TrainConfig, # a resolved config (its batch_size: the most one process takes at once)
                        num_processes:int, # processes training together
                       ) -> TrainConfig:
-    "`config` with batch_size and grad_accum that make its `global_batch` on `num_processes`: the largest micro-batch that divides each process's share."
+    "`config` with batch_size, grad_accum for `global_batch` on `num_processes`: largest micro-batch dividing a share."
     g, processes = config.global_batch, num_processes
     if not g: return config
     if config.grad_accum != 1:  # given, or recorded by the run: it must agree
@@ -457,7 +457,7 @@ def fitted_warmup(warmup:int, # warm-up steps
                   total:int, # the run's steps
                   given:bool, # whether the user chose `warmup` (else it is the preset's)
                  ) -> int:
-    "Warm-up that fits the run: a preset's is cut to a tenth of a short run; one given that is not shorter than the run is refused."
+    "Warm-up that fits the run: a preset's is cut to a tenth of a short run; a given one as long as the run is refused."
     if not warmup or warmup < total and (given or warmup <= total // 10): return warmup
     if given: raise ValueError(f"warmup_steps {warmup} is not shorter than the run's {total} steps: the learning rate "
                                "would never reach its peak. Lower --warmup-steps or train longer (--max-steps or "
@@ -495,7 +495,7 @@ def _converter(f) -> tuple:
     return parse, note
 
 def field_docs() -> dict:
-    "Each TrainConfig field's comment (`docments`), read from the exported module when the class has no source file (a notebook's)."
+    "Each TrainConfig field's comment (`docments`), from the exported module if the class has no source file."
     docs = docments(TrainConfig)
     if any(v is None for v in docs.values()):
         from text2imagegen import train_config as exported

@@ -44,7 +44,7 @@ def _from_u8(x): return x.float() / 127.5 - 1
 
 @patch
 def image(self:ImageSet, i:int, transform:ImageTransform, rng=None) -> torch.Tensor:
-    "Image `i` as uint8 (3, H, W): a rendered image as it is, else decoded and put through `transform` (drawing from `rng`)."
+    "Image `i` as uint8 (3, H, W): rendered images as is, else decoded, through `transform` (drawing from `rng`)."
     if self.images is not None: return self.images[i]
     return _u8(transform(self.dataset[i]["image"], rng=rng))
 
@@ -82,7 +82,7 @@ def captioned_images(ds, # data set with columns `image`, `captions` and `image_
 def load_images(config:TrainConfig, # a resolved config (data, subset, split, seed, shapes_pool, val_size)
                 skipped:list|None=None, # a list that receives (name, reason) of each input the loader skipped
                ) -> tuple:
-    "(train, held out) ImageSets: the Shapes world's train/val splits, or a captioned source split by image (`train_val_split`)."
+    "(train, held out) ImageSets: Shapes' train/val splits, or a captioned source split by image (`train_val_split`)."
     check_resolved(config)
     if config.data == "shapes":
         return shapes_images(config, "train", config.shapes_pool), shapes_images(config, "val", config.val_size)
@@ -176,7 +176,7 @@ def module_digest(module) -> str:
     return h.hexdigest()
 
 def images_digest(images:ImageSet) -> str:
-    "A digest of an ImageSet's ids and pixels as stored: rendered bytes, embedded bytes, or each file's path, size and modification time."
+    "Digest of an ImageSet's ids and stored pixels: rendered bytes, embedded bytes, or each file's path, size, mtime."
     h = hashlib.sha256(json.dumps(images.ids).encode())
     if images.images is not None: h.update(images.images.numpy().tobytes()); return h.hexdigest()
     import datasets
@@ -209,7 +209,7 @@ def filled_cache(folder:Path, # the cache folder, named by its fingerprint
                  barrier=None, # waits for every process (accelerate's `wait_for_everyone`)
                  token:str="0", # names this run's temporary folder (the same on every process)
                 ) -> dict:
-    "The DiskArrays of the cache in `folder`: reused when complete, else filled (each process its own rows) and renamed into place."
+    "DiskArrays of the cache in `folder`: reused if complete, else filled (each process its rows), renamed into place."
     barrier, folder = barrier or (lambda: None), Path(folder)
     if not (folder/"done.json").exists():
         tmp, n = folder.with_name(f".tmp-{folder.name}-{token}"), next(iter(arrays.values()))[0][0]
@@ -315,7 +315,7 @@ class _Views(Dataset):
     def __getitem__(self, i): return self.images.views(i, self.transform)
 
 class LatentCache:
-    "Model-space inputs of an ImageSet in a disk cache: VAE latents (float32), or the uint8 pixels of a pixel-space model."
+    "Model-space inputs of an ImageSet in a disk cache: VAE latents (float32), or uint8 pixels of a pixel-space model."
     def __init__(self,
                  pipe, # the pipeline whose VAE encodes (none: pixel space)
                  images:ImageSet, # the images
@@ -344,7 +344,7 @@ class LatentCache:
 
     def __len__(self): return len(self.x)
     def read(self, idx, views=None) -> torch.Tensor:
-        "Stored rows of images `idx`, view `views` of each (default 0: as is; 1: mirrored): float32 latents or uint8 pixels."
+        "Rows of images `idx`, view `views` of each (default 0: as is; 1: mirrored): float32 latents or uint8 pixels."
         x = torch.from_numpy(self.x.read(idx))
         return x[:, 0] if views is None else x[torch.arange(len(x)), torch.as_tensor(views)]
 
@@ -352,7 +352,7 @@ def flip_views(idx:torch.Tensor, # image indices
                epoch:int, # epoch number
                seed:int=0, # run seed
               ) -> torch.Tensor:
-    "The cached view each image takes this epoch (1: mirrored): the same draw a flipping, centre-cropping `ImageTransform` makes."
+    "Cached view of each image this epoch (1: mirrored): the draw a flipping, centre-cropping `ImageTransform` makes."
     return torch.tensor([int(np.random.default_rng([seed, epoch, i]).random() < 0.5) for i in idx.tolist()],
                         dtype=torch.long)
 
@@ -371,7 +371,7 @@ def batch_indices(k:int, # micro-batch number since the start of the run
                   rank:int=0, # this process
                   seed:int=0, # run seed
                  ) -> tuple:
-    "(epoch, image indices) of micro-batch `k` for process `rank`, from its own shard; the incomplete last batch of an epoch is dropped."
+    "(epoch, image indices) of micro-batch `k` for process `rank`, from its shard; incomplete last batches dropped."
     per_epoch = (n // num_processes) // batch_size
     if per_epoch == 0: raise ValueError(f"{n} training images are fewer than one batch of {batch_size} x "
                                         f"{num_processes} processes; lower batch_size")
@@ -389,14 +389,14 @@ BUCKET_MAX_RATIO = 2.0  # the most elongated bucket: width / height, or height /
 def bucket_step(resolution:int, # target side in pixels
                 multiple:int=8, # the model's size multiple (`pipe.size_multiple`: 8 for SD's VAE)
                ) -> int:
-    "The step of bucket sides: about resolution / 8 (64 at 512 px), a multiple of the model's size multiple and never below it."
+    "Step of bucket sides: about resolution / 8 (64 at 512 px), a multiple of the model's size multiple, never below."
     return max(multiple, resolution // 8 // multiple * multiple)
 
 def bucket_sizes(resolution:int, # target side: every bucket holds about resolution**2 pixels
                  step:int, # bucket sides are multiples of this
                  max_ratio:float=BUCKET_MAX_RATIO, # the most elongated bucket, either way
                 ) -> list:
-    "(width, height) of the buckets, tallest first: for each width (a multiple of `step`), the multiple of `step` nearest to resolution**2 / width."
+    "(width, height) of buckets, tallest first: widths multiples of `step`, heights those nearest resolution**2/width."
     if not 1 <= step <= resolution: raise ValueError(f"step must be between 1 and the resolution ({resolution}), "
                                                      f"got {step}")
     if not max_ratio >= 1: raise ValueError(f"max_ratio must be at least 1 (1: only squares), got {max_ratio}")
@@ -420,7 +420,7 @@ def group_buckets(assigned:list, # each image's bucket index (`assign_buckets`)
                   buckets:list, # (width, height) of each bucket
                   min_images:int=1, # the fewest images a bucket may hold: one global batch
                  ) -> dict:
-    "{(width, height): image indices} of the buckets in use; one with fewer than `min_images` gives its images to the nearest bucket in use, smallest first."
+    "{(width, height): image indices} of buckets in use; one under `min_images` joins its nearest, smallest first."
     groups, log_ratio = {}, [math.log(w / h) for w, h in buckets]
     for i, b in enumerate(assigned): groups.setdefault(b, []).append(i)
     while len(groups) > 1 and (small := [b for b in groups if len(groups[b]) < min_images]):
@@ -435,7 +435,7 @@ def image_buckets(sizes:list, # (width, height) of each image (`ImageSet.sizes`)
                   min_images:int=1, # the fewest images a bucket may hold: one global batch
                   max_ratio:float=BUCKET_MAX_RATIO, # the most elongated bucket, either way
                  ) -> dict:
-    "{(width, height): image indices}: each image in the bucket nearest its aspect ratio, buckets too small for a batch merged into their neighbours."
+    "{(width, height): image indices}: each image in the bucket nearest its aspect; ones under a batch join neighbours."
     grid = bucket_sizes(resolution, step, max_ratio)
     return group_buckets(assign_buckets(sizes, grid), grid, min_images)
 
@@ -480,7 +480,7 @@ def bucket_batches(buckets:dict, # {(width, height): image indices}
                    batch:int, # images per global batch (batch_size x processes)
                    seed:int=0, # run seed
                   ) -> list:
-    "The global batches of `epoch`, ((width, height), image indices) each: every bucket shuffled and cut into full batches, then all of them shuffled."
+    "Global batches of `epoch`, ((width, height), image indices) each: buckets shuffled, cut in full batches, shuffled."
     batches = []
     # (a seed key never ends in 0: SeedSequence ignores trailing zeros)
     for b, (size, idx) in enumerate(buckets.items()):
@@ -497,7 +497,7 @@ def bucket_batch_indices(k:int, # micro-batch number since the start of the run
                          seed:int=0, # run seed
                          memo:dict|None=None, # the caller's {epoch: batches}, so that each epoch's order is drawn once, not per micro-batch
                         ) -> tuple:
-    "(epoch, (width, height), image indices) of micro-batch `k` for process `rank`: its slice of the global batch, which every process takes from one bucket."
+    "(epoch, (width, height), image indices) of micro-batch `k` for process `rank`: its slice of a one-bucket batch."
     batch = batch_size * num_processes
     per_epoch = sum(len(idx) // batch for idx in buckets.values())
     if per_epoch == 0: raise ValueError(f"{sum(map(len, buckets.values()))} training images are fewer than one batch "
@@ -564,7 +564,7 @@ def crop_share(size:tuple, # (width, height) of the image
     return 1 - target[0] * target[1] / (w * h)
 
 def content_hashes(images:ImageSet) -> list:
-    "SHA-256 of each image: its file's bytes (or the bytes embedded in the data set), or the pixels of a rendered image."
+    "SHA-256 of each image: its file's bytes (or the bytes embedded in the data set), or a rendered image's pixels."
     if images.images is not None: return [hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in images.images]
     import datasets
     raw = images.dataset.cast_column("image", datasets.Image(decode=False))
@@ -575,7 +575,7 @@ def content_hashes(images:ImageSet) -> list:
 def unlisted_images(source:str, # the run's `data`
                     named:list, # the file names the metadata gives (used and skipped images)
                    ) -> list:
-    "Image files in an imagefolder (`metadata.jsonl` / `metadata.csv`) that its metadata does not name; [] for other sources."
+    "Imagefolder files (`metadata.jsonl` / `metadata.csv`) its metadata does not name; [] for other sources."
     folder = Path(str(source))
     if folder.is_file() and folder.name in ("metadata.jsonl", "metadata.csv"): folder = folder.parent
     elif not (folder.is_dir() and any((folder/m).is_file() for m in ("metadata.jsonl", "metadata.csv"))): return []
@@ -673,7 +673,7 @@ def audit_text(audit:dict, # from `data_audit`
 def audit_run_data(config:TrainConfig, # a resolved config, its global batch split (`split_global_batch`)
                    num_processes:int=1, # processes training together
                   ) -> dict:
-    "The data audit of the run `config` describes, without training: the loader's reading of the data, the run's pipeline (for its tokenizer and size multiple), the images' headers and bytes."
+    "Audit of run `config`'s data without training: as loaded, its pipeline's tokenizer and size multiple, image bytes."
     skipped = []
     train_set, heldout = load_images(config, skipped)
     pipe = make_pipeline(config)
