@@ -863,7 +863,7 @@ def split_by_image(ds, # a dataset with an `image_id` column (rows may repeat an
 
 # %% ../nbs/00_data.ipynb #7c1e2a90
 def train_val_split(source, # anything `load_captioned` reads
-                    split:str|None=None, # a split of the source to split further (None: a Karpathy file's own train/val)
+                    split:str|None=None, # a split of the source to split further (None: a Karpathy file's train/val)
                     subset:float|int|None=None, # fraction or count of training images, chosen with `seed`
                     val_fraction:float=0.1, # images held out when the source has no validation split of its own
                     seed:int=0, # seeds the subset and the split

@@ -215,7 +215,7 @@ def t2i_eval(
     data:str=None,              # Data to evaluate on: shapes, or captioned images t2i-train reads (default: the run's own, its held-out images)
     n_per_prompt:int=4,         # Adherence: images per prompt
     per_category:int=None,      # Adherence: first n prompts of each category (default: all 60)
-    n_images:int=1000,          # Distribution: real and generated images (captioned data: at most this many held-out images)
+    n_images:int=1000,          # Distribution: real and generated images (captioned data: at most this many held out)
     feature:str=None,           # Distribution features: inception, judge (Shapes only), pixels, or clip:<hub id or folder> (default: judge on Shapes; else inception if its weights are here, otherwise pixels)
     inception_weights:str=None, # InceptionV3 FID weights, a .safetensors file (feature inception)
     clip_model:str="openai/clip-vit-large-patch14", # Captioned data: CLIP score model, a folder or cached hub id (skipped with a note when absent)
@@ -268,7 +268,7 @@ def _model_label(eval_dir:Path) -> str:
     return f"seed {seed}" if seed is not None else eval_dir.parent.name
 
 def results_markdown(eval_dir:str|Path, # a folder `t2i-eval` wrote (adherence.json, and distribution.json if run)
-                     others:list=(), # more such folders, e.g. of the same recipe trained with other seeds: a column each
+                     others:list=(), # more such folders, e.g. the same recipe trained with other seeds: a column each
                     ) -> str:
     "The adherence goals (score, target, n) and the background speckle of `t2i-eval` reports, as markdown."
     dirs = [Path(eval_dir), *map(Path, others)]

@@ -82,7 +82,7 @@ class PromptExplorer(widgets.VBox):
                  pipeline_or_run_folder, # A `Text2ImagePipeline`, or a run folder, pipeline folder or hub id for `load_pipeline`
                  n_images:int=4,         # Initial number of images per generation (1-16)
                  image_size:int=128,     # Displayed size of each image in pixels
-                 seed:int=0,             # Seed of the "random" button's own generator, so its picks are reproducible too
+                 seed:int=0,             # Seed of the "random" button's own generator, so its picks are reproducible
                  adapters:list|None=None, # LoRA adapters the picker offers (None: the run folders beside a run folder given that hold one)
                 ):
         super().__init__()

@@ -61,7 +61,7 @@ class InceptionFeatures(nn.Module):
         import torch_fidelity.feature_extractor_inceptionv3 as fidelity
         from torchmetrics.image.fid import NoTrainInceptionV3
         weights = load_file(str(require_safetensors(weights_path)))
-        # torch-fidelity unpickles a weights file, or downloads one; handed the safetensors weights instead, it does neither
+        # torch-fidelity unpickles a weights file or downloads one; handed safetensors weights instead, it does neither
         download, fidelity.load_state_dict_from_url = fidelity.load_state_dict_from_url, lambda *args, **kwargs: weights
         try: self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"])
         finally: fidelity.load_state_dict_from_url = download

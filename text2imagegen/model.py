@@ -319,7 +319,7 @@ UNET_PRESETS = {
 def _unknown(what, value, accepted):
     return ValueError(f"Unknown {what} {value!r}; accepted: {', '.join(map(repr, accepted))}")
 
-def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder or a hub id (its `unet` subfolder if any)
+def make_unet(preset_or_path:str="tiny",       # "tiny", "sd15", a local folder or hub id (its `unet` subfolder if any)
               cross_attention_dim:int|None=None, # Text encoder width D; None keeps the preset's / checkpoint's
               **overrides,                      # Any `UNet2DConditionModel` config value, e.g. block_out_channels
              ) -> UNet2DConditionModel:
@@ -372,7 +372,7 @@ class Text2ImagePipeline(DiffusionPipeline):
 
     def __init__(self,
                  unet,                 # `UNet2DConditionModel` denoiser
-                 scheduler,            # Any diffusers scheduler (its config holds the noise schedule and prediction type)
+                 scheduler,            # Any diffusers scheduler (its config holds noise schedule and prediction type)
                  text_encoder,         # Frozen Hugging Face text encoder (MiniLM/BERT, CLIPTextModel, T5 encoder)
                  tokenizer,            # Its tokenizer; `model_max_length` is the fixed prompt length
                  vae=None,             # Frozen `AutoencoderKL` for latent space; None: pixel space
@@ -603,11 +603,11 @@ def build_pipeline(preset:str="tiny",             # "tiny" or "sd15"
                    beta_schedule:str|None=None,   # Noise schedule; None: the preset's
                    resolution:int|None=None,      # Image size in pixels; None: the preset's
                    pixel_shuffle:int|None=None,   # Pixel-unshuffle factor (pixel space only); None: the preset's
-                   coord_channels:bool|None=None, # Append x/y coordinate channels to the UNet's input; None: the preset's
+                   coord_channels:bool|None=None, # Append x/y coordinate channels to the UNet input; None: the preset's
                    text_whitening:float|None=None,# Eigenvalue floor of a `TextWhitening` (fitted by the trainer); 0: none; None: the preset's
                    sample_defaults:dict|None=None,# Sampling defaults saved with the model; None: the preset's
                    seed:int=0,                    # Seed of the random UNet weights
-                   **unet_overrides,              # UNet2DConditionModel config values, e.g. block_out_channels=(32,64,64)
+                   **unet_overrides,              # UNet2DConditionModel config, e.g. block_out_channels=(32,64,64)
                   ) -> Text2ImagePipeline:
     "A new pipeline: random-weight UNet from a preset, frozen pretrained text encoder (and VAE)."
     if preset not in PIPELINE_PRESETS: raise _unknown("preset", preset, PIPELINE_PRESETS)

@@ -545,9 +545,9 @@ def t2i_sample(
     device:str=None,            # Device, e.g. cpu or cuda (default: cuda if available)
     dtype:str="float32",        # Weights: float32, bfloat16 or float16 (half precision: about twice as fast on a GPU)
     compile:store_true=False,   # Compile the UNet with torch.compile first: a minute or so up front, faster steps for long jobs
-    lora:str=None,              # LoRA adapter: run folder, adapter folder or .safetensors file; several separated by commas
+    lora:str=None,              # LoRA adapter: run folder, adapter folder or .safetensors file; several comma-separated
     lora_scale:str="1.0",       # Weight of the adapter(s): one number, or one per adapter separated by commas (0: the base model)
-    out:str="samples",          # Output folder: new, empty, or one t2i-sample wrote (its images are added after those there)
+    out:str="samples",          # Output folder: new, empty, or one t2i-sample wrote (new images go after those there)
     debug:store_true=False,     # Show the traceback of an error, not only its one-line message
 ):
     "Generate images from a text-to-image model; write each PNG once its batch is done, grids, params.jsonl to `out`."

@@ -30,7 +30,7 @@ SD15_CONFIGS = Path(str(importlib.resources.files("text2imagegen")))/"sd15"
 # hub repositories whose cached files give SD 1.5's tokenizer
 TOKENIZER_CACHE = ((SD15_MODEL, "tokenizer/"), (SD15_TEXT_ENCODER, ""))
 
-def single_file_config(config=None, # A diffusers folder of the checkpoint's architecture; None: the bundled SD 1.5 configs
+def single_file_config(config=None, # A diffusers folder of the checkpoint's architecture; None: bundled SD 1.5 configs
                       ) -> Path:
     "The folder whose configs describe a single-file checkpoint."
     if config is None: return SD15_CONFIGS
@@ -144,7 +144,7 @@ def ldm_vae_item(key:str, # A key of a diffusers `AutoencoderKL` state dict
     return key, value
 
 # %% ../nbs/01a_single_file.ipynb #edf008dc
-def ldm_state_dict(pipe:Text2ImagePipeline, # A Stable-Diffusion-architecture pipeline (VAE, CLIP, no LoRA adapters loaded)
+def ldm_state_dict(pipe:Text2ImagePipeline, # A pipeline of Stable Diffusion's architecture (VAE, CLIP, no LoRA loaded)
                   ) -> dict:
     "The pipeline's UNet, VAE and text encoder weights as one state dict in the original Stable Diffusion key layout."
     if (not (is_sd_architecture(pipe) and isinstance(pipe.text_encoder, CLIPTextModel))
@@ -160,7 +160,7 @@ def ldm_state_dict(pipe:Text2ImagePipeline, # A Stable-Diffusion-architecture pi
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 # %% ../nbs/01a_single_file.ipynb #060fd213
-def export_single_file(model, # Run folder, pipeline folder or `Text2ImagePipeline` of a Stable-Diffusion-architecture model
+def export_single_file(model, # Run folder, pipeline folder or `Text2ImagePipeline` of a Stable Diffusion architecture
                        path, # The .safetensors file to write (not an existing one)
                        half:bool=False, # Write float16 weights (half the size, as most shared checkpoints)
                       ) -> Path:

@@ -101,7 +101,7 @@ class TrainConfig:
     timestep_bias:str|None=None # `none`, `later` or `earlier`: sample the noisier (later) or cleaner (earlier) timesteps more often (None: the preset's)
     timestep_bias_multiplier:float=5.0 # how many times more often the biased timesteps are sampled
     timestep_bias_portion:float=0.5 # the fraction of the timesteps that is biased
-    prediction_type:str|None=None # `epsilon` or `v_prediction` (None: the model's own; tiny: v_prediction, sd15: epsilon)
+    prediction_type:str|None=None # `epsilon` or `v_prediction` (None: the model's; tiny: v_prediction, sd15: epsilon)
     mixed_precision:str|None=None # `no`, `fp16` or `bf16` (None: accelerate's configuration, as `accelerate launch --mixed_precision` or `accelerate config` set it, else `no`)
     gradient_checkpointing:bool=False # recompute the UNet's activations in the backward pass: less memory, ~30% slower
     allow_tf32:bool=False # TF32 matmuls on Ampere or newer GPUs: faster, slightly less precise
