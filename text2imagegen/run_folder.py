@@ -256,7 +256,7 @@ def save_checkpoint(run_dir:Path, # the run folder
                     state:dict, # everything else (nested; tensors allowed)
                     keep:int=2, # checkpoints to keep
                    ) -> Path:
-    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights, state, checksums); keep `keep` up to it; no later."
+    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights, state, checksums); keep it and the `keep - 1` before it."
     def write(tmp):
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp/"unet.safetensors")
         tensors = {}
@@ -295,7 +295,7 @@ def _log_row(row:dict) -> dict:
     return {k: (float(v) if v != "" else None) for k, v in row.items()}
 
 def read_log(path:Path) -> list:
-    "Rows of `log.csv` as dicts of floats (no val_loss: None); malformed or torn rows skipped with a warning naming it."
+    "Rows of `log.csv` as dicts of floats (no val_loss: None); a torn row is left out, warned with its line."
     if not Path(path).exists(): return []
     lines = Path(path).read_text(errors="replace").replace("\0", "").splitlines(keepends=True)
     out, bad = [], []
