@@ -256,7 +256,7 @@ def save_checkpoint(run_dir:Path, # the run folder
                     state:dict, # everything else (nested; tensors allowed)
                     keep:int=2, # checkpoints to keep
                    ) -> Path:
-    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights, state, checksums), keeping it and `keep - 1` older ones."
+    "Atomically write `checkpoints/checkpoint-{step:06d}` (weights, state, checksums); keep it and `keep - 1` older."
     def write(tmp):
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp/"unet.safetensors")
         tensors = {}
