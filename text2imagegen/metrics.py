@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import (ShapesWorld, pil_to_tensor, tensor_to_pil, ImageTransform, pick_caption, load_captioned,
-                                split_by_image, subset_indices)
+from .data import ShapesWorld, pil_to_tensor, tensor_to_pil, ImageTransform, pick_caption
+from .captioned import load_captioned, split_by_image, subset_indices
 from safetensors.torch import load_file
 from .judge import ShapesJudge, judge_input, split_logits, judge_clauses, load_judge, wrap_caption
 from .loss import batch_loss, training_noise_scheduler

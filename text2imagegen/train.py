@@ -26,8 +26,9 @@ from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import (ShapesWorld, ImageTransform, train_val_split, subset_indices, default_cache_dir,
+from .data import (ShapesWorld, ImageTransform, default_cache_dir,
     styled_caption, check_templates, pick_caption, drop_captions, tensor_to_pil, image_size)
+from .captioned import train_val_split, subset_indices
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES
 from .sample import generate, image_grid, check_params, FALLBACK_DEFAULTS
 from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_atomically, split_tensors,

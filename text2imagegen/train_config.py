@@ -16,7 +16,8 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 
 from .loss import TIMESTEP_BIASES
-from .data import check_templates, subset_indices
+from .data import check_templates
+from .captioned import subset_indices
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, pipeline_folder
 from .sample import check_params, FALLBACK_DEFAULTS
 from .run_folder import write_text_atomically

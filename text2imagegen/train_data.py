@@ -15,7 +15,8 @@ from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import ShapesWorld, ImageTransform, train_val_split, image_size
+from .data import ShapesWorld, ImageTransform, image_size
+from .captioned import train_val_split
 from .run_folder import DiskFull, temp_name, free_space, pid_running, write_text_atomically
 from .train_config import TrainConfig, check_resolved
 
@@ -543,7 +544,7 @@ class MicroBatches(Dataset):
 
 # %% ../nbs/02b_train_data.ipynb #da0d0002
 from collections import Counter, defaultdict
-from .data import IMAGE_SUFFIXES
+from .captioned import IMAGE_SUFFIXES
 from .run_folder import file_sha256
 from .train_config import make_pipeline, run_steps
 
