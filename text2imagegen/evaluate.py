@@ -16,13 +16,14 @@ from fastcore.script import store_true
 
 from .cli import Stopped, close_progress_bars, command_line, console_command, signal_name
 from .data import ShapesWorld
-from .model import load_pipeline, require_safetensors
+from .model import load_pipeline
 from .judge import (ShapesJudge, load_judge, read_judge, ceiling_line, adherence_benchmark, write_adherence_report,
                                  choose_sample_defaults, save_sample_defaults)
 from .metrics import (distribution_metrics, shapes_validation_loss, background_speckle, real_vs_generated,
     real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, local_clip, FEATURES)
 from .run_folder import save_figure, write_bytes_atomically
 from .sample import generate, sample_settings
+from .text_encoder import require_safetensors
 
 # %% ../nbs/04_evaluate.ipynb #d55c14ab
 EVAL_KINDS = ("adherence", "distribution", "all")

@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save as safetensors_bytes
 
 from .data import (PALETTE, SHAPES, SIZES, POSITIONS, RELATIONS, SCENE_KINDS,
                                 ShapesWorld, caption_for, render, pil_to_tensor, default_cache_dir)
-from .model import first_line, require_safetensors
 from .run_folder import save_figure, write_bytes_atomically, write_text_atomically
 from .sample import SAMPLERS, diffusers_class, generate, make_sampler
+from .text_encoder import first_line, require_safetensors
 
 # %% ../nbs/04a_judge.ipynb #1b0d0465
 COLOURS = tuple(PALETTE)

@@ -27,9 +27,9 @@ from .captioned import load_captioned, split_by_image, subset_indices
 from safetensors.torch import load_file
 from .judge import ShapesJudge, judge_input, split_logits, judge_clauses, load_judge, wrap_caption
 from .loss import batch_loss, training_noise_scheduler
-from .model import require_safetensors
 from .run_folder import save_figure, write_bytes_atomically
 from .sample import generate
+from .text_encoder import require_safetensors
 
 # %% ../nbs/04b_metrics.ipynb #13255040
 class JudgeFeatures(nn.Module):

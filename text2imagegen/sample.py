@@ -31,8 +31,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .cli import Stopped, close_progress_bars, command_line, console_command, signal_name
 from .data import tensor_to_pil
-from .model import warn_truncation, is_text, load_pipeline
+from .model import load_pipeline
 from .run_folder import DiskFull, write_bytes_atomically
+from .text_encoder import is_text, warn_truncation
 
 # %% ../nbs/03_sample.ipynb #89b93c29
 class EulerAncestralScheduler(diffusers.EulerAncestralDiscreteScheduler):
@@ -124,7 +125,7 @@ def _check_int(name, value, multiple=1, what="an int ≥ 1"):
             and value % multiple == 0):
         raise ValueError(f"{name} must be {what}; got {value!r:.80}")
 
-_is_text = is_text  # the text encoder's own check (01_model)
+_is_text = is_text  # the text encoder's own check (01c_text_encoder)
 
 def _in_training_range(sampler, steps) -> bool:
     "Does `sampler`, set to `steps` steps, visit only timesteps the model was trained on?"

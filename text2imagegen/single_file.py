@@ -20,9 +20,10 @@ from fastcore.script import call_parse, store_true
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .model import (SD15_MODEL, SD15_TEXT_ENCODER, Text2ImagePipeline, first_line, ignored_pickles, is_sd_architecture,
-                                 load_pipeline, require_safetensors, with_default_sampler)
+from .model import (SD15_MODEL, Text2ImagePipeline, ignored_pickles, is_sd_architecture, load_pipeline,
+                                 with_default_sampler)
 from .run_folder import write_file_atomically
+from .text_encoder import SD15_TEXT_ENCODER, first_line, require_safetensors
 
 # %% ../nbs/01a_single_file.ipynb #c3461e75
 # SD 1.5's component configs, shipped with the package
