@@ -44,10 +44,9 @@ from .lora import *
 
 
 # %% auto #0
-__all__ = ['FINAL_RESERVE_S', 'RESUME_FIXED', 'RESUME_NEW_SCHEDULE', 'CALLBACK_EVENTS', 'check_launcher', 'Trainer',
-           'heldout_examples', 'make_optimizer', 'same_source', 'resume_changes', 'Callback', 'trainer_callbacks',
-           'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'unseen_prompts', 'train', 'data_summary',
-           'caption_examples', 'plan_summary', 'accelerate_mixed_precision', 't2i_train']
+__all__ = ['FINAL_RESERVE_S', 'CALLBACK_EVENTS', 'check_launcher', 'Trainer', 'make_optimizer', 'Callback', 'trainer_callbacks',
+           'LogCallback', 'ValidationCallback', 'CheckpointCallback', 'train', 'accelerate_mixed_precision',
+           't2i_train']
 
 # %% ../nbs/02_train.ipynb #b963d1f4
 def check_launcher():
@@ -263,18 +262,6 @@ def check_sampling(self:Trainer):
                       defaults["steps"] if cfg.sample_steps is None else cfg.sample_steps, cfg.sampler
                       or defaults["scheduler"], *self.pipe.default_size, 16)
     except ValueError as e: raise ValueError(f"The sample grids cannot be drawn: {e}") from e
-
-# %% ../nbs/02_train.ipynb #6a0b2c01
-def heldout_examples(images:ImageSet, # the held-out split
-                     resolution:int, # side of the real images returned
-                     n:int=8, # examples
-                     seed:int=0, # seeds the choice of images and captions
-                    ) -> tuple:
-    "(captions, real images as PIL, image ids) of `n` held-out images chosen with `seed`, one caption each."
-    picks = sorted(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False).tolist())
-    captions = [pick_caption(images.captions[i], 0, i, seed) for i in picks]
-    return (captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks],
-            [images.ids[i] for i in picks])
 
 # %% ../nbs/02_train.ipynb #234c3dc2
 def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
@@ -500,33 +487,6 @@ def load_trained_weights(self:Trainer, weights:dict):
     load_adapter_weights(self.pipe, weights)
 
 # %% ../nbs/02_train.ipynb #803f6e7c
-RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
-                # the data
-                "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights",
-                "val_size",
-                # its order, the EMA and optimizer in the checkpoint
-                "crop", "flip", "buckets", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",
-                # the adapters in the checkpoint
-                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_text_encoder", "lora_dora")
-# rebuild the LR schedule from the step reached
-RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")
-
-def same_source(a:str, b:str) -> bool:
-    "Do two `data` values name one source: equal, or one local folder/file (trailing slash, relative or absolute)?"
-    if a == b: return True
-    try: return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
-    except (OSError, TypeError): return False
-
-def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
-                   now:dict, # this run's config (as JSON)
-                  ) -> tuple:
-    "(fixed, applied): the settings that differ, as {name: [before, now]}; `fixed` ones cannot change on resume."
-    diff = {k: [before[k], v] for k, v in now.items() if k in before and k not in ("resume", "overwrite")
-            and before[k] != v}
-    if "data" in diff and same_source(*diff["data"]): del diff["data"]
-    return {k: d for k, d in diff.items() if k in RESUME_FIXED}, {k: d for k, d in diff.items()
-                                                                  if k not in RESUME_FIXED}
-
 @patch
 def resume(self:Trainer):
     "Continue from the run folder's latest checkpoint, if there is one, applying any changed settings that may change."
@@ -755,13 +715,6 @@ def save_model(self:Trainer, folder:Path) -> Path:
     finally: self.pipe.register_modules(**adapted)
 
 # %% ../nbs/02_train.ipynb #0c042e30
-def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
-                   n:int=8, # number of prompts
-                  ) -> list:
-    "Captions never seen in training: held-out colour/shape compositions of the Shapes world."
-    world = ShapesWorld(config.resolution, seed=config.seed, split="heldout", length=n)
-    return [world[i]["caption"] for i in range(n)]
-
 @patch
 def finish(self:Trainer) -> Path:
     "Save the EMA model, final grid and loss curve (a run resumed at its last step: those missing); say where to."
@@ -785,6 +738,7 @@ def finish(self:Trainer) -> Path:
                  f"{run/'lora'}\n" if self.config.lora_rank else "")
               + f"  config: {run/'config.json'}\n"
               f"  log: {run/'log.csv'}\n  loss curve: {run/'loss_curve.png'}\n  held-out images: {run/'heldout.json'}\n"
+              f"  data audit: {run/'data_audit.json'}\n"
               f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: "
               f"{run/'checkpoints'}")
     self.accelerator.wait_for_everyone()
@@ -806,44 +760,6 @@ def _resume_command(argv:list, # the command-line arguments of the run
 
 
 # %% ../nbs/02_train.ipynb #758fadd1
-def data_summary(config:TrainConfig) -> tuple:
-    "(text, training images or None, first images' captions): what the run would train on, found without encoding."
-    if config.data == "shapes":
-        world = ShapesWorld(config.resolution or 32, seed=config.seed, length=3)
-        return (f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out",
-                config.shapes_pool,
-                [[world[i]["caption"]] for i in range(3)])
-    if not Path(config.data).exists(): return f"{config.data}: no such local folder or file (a dry run does not look up hub data sets)", None, []
-    try: parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
-                                 image_column=config.image_column, caption_column=config.caption_column)
-    except Exception as e: return f"{config.data}: cannot be read ({type(e).__name__}: {e})", None, []
-    first = parts["train"].select_columns(["captions"]).select(range(min(3, len(parts["train"]))))["captions"]
-    return f"{config.data}: {len(parts['train'])} training and {len(parts['val'])} held-out images found", len(parts["train"]), first
-
-def caption_examples(config:TrainConfig, # the run's config (its caption styling)
-                     captions:list, # the first training images' captions
-                    ) -> str:
-    "How the first training images' captions read to the model in the first epoch (before caption dropout)."
-    seen = [styled_caption(pick_caption(cs, 0, i, config.seed), 0, i, config.seed, config.caption_template,
-                           config.shuffle_tags,
-                           config.keep_tags, config.tag_dropout) for i, cs in enumerate(captions)]
-    return "Captions as trained (epoch 0): " + " | ".join(map(repr, seen))
-
-def plan_summary(config:TrainConfig, # a resolved config, its global batch split
-                 n:int|None, # training images (None: unknown)
-                 num_processes:int=1, # processes training together
-                 warmup_given:bool=True, # whether warmup_steps was chosen (else the preset's, fitted to the run)
-                ) -> str:
-    "Run length in steps, images, epochs, its global batch and warm-up share; refuses a warm-up as long as the run."
-    g = config.batch_size * config.grad_accum * num_processes
-    batch = f"global batch {g} ({config.batch_size} per micro-batch x {config.grad_accum} accumulated x {num_processes} process(es))"
-    if n is None and not config.max_steps: return f"Plan: {config.epochs} epochs of the data, {batch}"
-    total = run_steps(config, micro_batches_per_epoch(n, config.batch_size, num_processes) if n else 0)
-    warmup = fitted_warmup(config.warmup_steps, total, warmup_given)
-    epochs = f" = {total * g / n:,.2f} epochs of {n:,} training images" if n else ""
-    return (f"Plan: {total:,} steps x {batch} = {total * g:,} images seen{epochs}; "
-            f"warm-up {warmup:,} steps ({warmup / total:.0%} of the run)")
-
 def accelerate_mixed_precision() -> str:
     "Mixed precision set by accelerate (`accelerate launch --mixed_precision`, `accelerate config`), else `no`."
     return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()

@@ -25,12 +25,13 @@ from .run_folder import write_text_atomically
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRAIN_DEFAULTS', 'DEFAULT_VAL_PROMPTS',
-           'LORA_TARGET_PRESETS', 'LORA_SAVE_DTYPES', 'RENAMED_FIELDS', 'RECIPES', 'CLI_FORMATS', 'TrainConfig',
-           'check_config', 'check_optimizer', 'check_sample_settings', 'preset_kind', 'model_prediction_type',
-           'model_resolution', 'resolve_defaults', 'check_resolved', 'lora_target_modules', 'check_lora',
-           'current_names', 'make_pipeline', 'recipe_names', 'load_recipe', 'layered_config', 'filled_sources',
-           'freeze_encoders', 'frozen_originals', 'restore_originals', 'split_global_batch', 'run_steps',
-           'fitted_warmup', 'field_docs', 'train_parser']
+           'LORA_TARGET_PRESETS', 'LORA_SAVE_DTYPES', 'RENAMED_FIELDS', 'RECIPES', 'RESUME_FIXED',
+           'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
+           'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults',
+           'check_resolved', 'lora_target_modules', 'check_lora', 'current_names', 'make_pipeline', 'recipe_names',
+           'load_recipe', 'layered_config', 'filled_sources', 'freeze_encoders', 'frozen_originals',
+           'restore_originals', 'split_global_batch', 'run_steps', 'fitted_warmup', 'same_source', 'resume_changes',
+           'field_docs', 'train_parser']
 
 # %% ../nbs/02a_train_config.ipynb #f77d56da
 LR_SCHEDULES = ("cosine", "constant", "linear")
@@ -464,6 +465,35 @@ def fitted_warmup(warmup:int, # warm-up steps
                                "would never reach its peak. Lower --warmup-steps or train longer (--max-steps or "
                                "--epochs)")
     return total // 10
+
+
+# %% ../nbs/02a_train_config.ipynb #1a09a3c3
+RESUME_FIXED = ("preset", "text_encoder", "unet", "resolution", "text_whitening", "prediction_type",  # the model
+                # the data
+                "data", "image_column", "caption_column", "subset", "split", "seed", "shapes_pool", "kind_weights",
+                "val_size",
+                # its order, the EMA and optimizer in the checkpoint
+                "crop", "flip", "buckets", "batch_size", "grad_accum", "ema_decay", "ema_power", "optimizer",
+                # the adapters in the checkpoint
+                "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_text_encoder", "lora_dora")
+# rebuild the LR schedule from the step reached
+RESUME_NEW_SCHEDULE = ("lr", "lr_schedule", "warmup_steps", "weight_decay", "max_steps", "epochs")
+
+def same_source(a:str, b:str) -> bool:
+    "Do two `data` values name one source: equal, or one local folder/file (trailing slash, relative or absolute)?"
+    if a == b: return True
+    try: return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+    except (OSError, TypeError): return False
+
+def resume_changes(before:dict, # the config the checkpoint was trained with (as JSON)
+                   now:dict, # this run's config (as JSON)
+                  ) -> tuple:
+    "(fixed, applied): the settings that differ, as {name: [before, now]}; `fixed` ones cannot change on resume."
+    diff = {k: [before[k], v] for k, v in now.items() if k in before and k not in ("resume", "overwrite")
+            and before[k] != v}
+    if "data" in diff and same_source(*diff["data"]): del diff["data"]
+    return {k: d for k, d in diff.items() if k in RESUME_FIXED}, {k: d for k, d in diff.items()
+                                                                  if k not in RESUME_FIXED}
 
 
 # %% ../nbs/02a_train_config.ipynb #5c1cb37e

@@ -15,10 +15,10 @@ from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import ShapesWorld, ImageTransform, image_size
+from .data import ShapesWorld, ImageTransform, image_size, pick_caption, styled_caption, tensor_to_pil
 from .captioned import train_val_split
 from .run_folder import DiskFull, temp_name, free_space, pid_running, write_text_atomically
-from .train_config import TrainConfig, check_resolved
+from .train_config import TrainConfig, check_resolved, fitted_warmup, run_steps
 
 
 # %% auto #0
@@ -28,7 +28,8 @@ __all__ = ['CACHE_FORMAT', 'BUCKET_MAX_RATIO', 'ASPECT_BINS', 'ImageSet', 'shape
            'batch_indices', 'step_generator', 'bucket_step', 'bucket_sizes', 'assign_buckets', 'group_buckets',
            'image_buckets', 'BucketLatents', 'bucket_batches', 'bucket_batch_indices', 'micro_batches_per_epoch',
            'MicroBatches', 'aspect_histogram', 'crop_share', 'content_hashes', 'unlisted_images', 'data_audit',
-           'audit_text', 'audit_run_data']
+           'audit_text', 'audit_run_data', 'unseen_prompts', 'heldout_examples', 'data_summary', 'caption_examples',
+           'plan_summary']
 
 # %% ../nbs/02b_train_data.ipynb #f84b1959
 @dataclass
@@ -681,3 +682,63 @@ def audit_run_data(config:TrainConfig, # a resolved config, its global batch spl
     buckets = (image_buckets(train_set.sizes(), config.resolution, bucket_step(config.resolution, pipe.size_multiple),
                              config.batch_size * num_processes) if config.buckets else None)
     return data_audit(config, train_set, heldout, pipe, skipped, buckets, num_processes)
+
+# %% ../nbs/02b_train_data.ipynb #ebc8f5fd
+def unseen_prompts(config:TrainConfig, # the run's config (Shapes world)
+                   n:int=8, # number of prompts
+                  ) -> list:
+    "Captions never seen in training: held-out colour/shape compositions of the Shapes world."
+    world = ShapesWorld(config.resolution, seed=config.seed, split="heldout", length=n)
+    return [world[i]["caption"] for i in range(n)]
+
+def heldout_examples(images:ImageSet, # the held-out split
+                     resolution:int, # side of the real images returned
+                     n:int=8, # examples
+                     seed:int=0, # seeds the choice of images and captions
+                    ) -> tuple:
+    "(captions, real images as PIL, image ids) of `n` held-out images chosen with `seed`, one caption each."
+    picks = sorted(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False).tolist())
+    captions = [pick_caption(images.captions[i], 0, i, seed) for i in picks]
+    return (captions, [tensor_to_pil(images.image(i, ImageTransform(resolution))) for i in picks],
+            [images.ids[i] for i in picks])
+
+
+# %% ../nbs/02b_train_data.ipynb #7860734f
+def data_summary(config:TrainConfig) -> tuple:
+    "(text, training images or None, first images' captions): what the run would train on, found without encoding."
+    if config.data == "shapes":
+        world = ShapesWorld(config.resolution or 32, seed=config.seed, length=3)
+        return (f"Shapes world: {config.shapes_pool} training images rendered per run, {config.val_size} held out",
+                config.shapes_pool,
+                [[world[i]["caption"]] for i in range(3)])
+    if not Path(config.data).exists(): return f"{config.data}: no such local folder or file (a dry run does not look up hub data sets)", None, []
+    try: parts = train_val_split(config.data, config.split, config.subset, seed=config.seed,
+                                 image_column=config.image_column, caption_column=config.caption_column)
+    except Exception as e: return f"{config.data}: cannot be read ({type(e).__name__}: {e})", None, []
+    first = parts["train"].select_columns(["captions"]).select(range(min(3, len(parts["train"]))))["captions"]
+    return f"{config.data}: {len(parts['train'])} training and {len(parts['val'])} held-out images found", len(parts["train"]), first
+
+def caption_examples(config:TrainConfig, # the run's config (its caption styling)
+                     captions:list, # the first training images' captions
+                    ) -> str:
+    "How the first training images' captions read to the model in the first epoch (before caption dropout)."
+    seen = [styled_caption(pick_caption(cs, 0, i, config.seed), 0, i, config.seed, config.caption_template,
+                           config.shuffle_tags,
+                           config.keep_tags, config.tag_dropout) for i, cs in enumerate(captions)]
+    return "Captions as trained (epoch 0): " + " | ".join(map(repr, seen))
+
+def plan_summary(config:TrainConfig, # a resolved config, its global batch split
+                 n:int|None, # training images (None: unknown)
+                 num_processes:int=1, # processes training together
+                 warmup_given:bool=True, # whether warmup_steps was chosen (else the preset's, fitted to the run)
+                ) -> str:
+    "Run length in steps, images, epochs, its global batch and warm-up share; refuses a warm-up as long as the run."
+    g = config.batch_size * config.grad_accum * num_processes
+    batch = f"global batch {g} ({config.batch_size} per micro-batch x {config.grad_accum} accumulated x {num_processes} process(es))"
+    if n is None and not config.max_steps: return f"Plan: {config.epochs} epochs of the data, {batch}"
+    total = run_steps(config, micro_batches_per_epoch(n, config.batch_size, num_processes) if n else 0)
+    warmup = fitted_warmup(config.warmup_steps, total, warmup_given)
+    epochs = f" = {total * g / n:,.2f} epochs of {n:,} training images" if n else ""
+    return (f"Plan: {total:,} steps x {batch} = {total * g:,} images seen{epochs}; "
+            f"warm-up {warmup:,} steps ({warmup / total:.0%} of the run)")
+
