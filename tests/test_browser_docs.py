@@ -11,6 +11,9 @@ from urllib.parse import urldefrag
 import pytest
 from browser import ROOT, RESULTS, chromium_page, serve_folder
 
+# one worker runs this file: its module fixtures are built once (pytest-xdist, `--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_browser_docs")
+
 SITE = ROOT/'_site'
 
 @pytest.fixture(scope='module')

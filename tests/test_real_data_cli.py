@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# one worker runs this file: its module fixtures are built once (pytest-xdist, `--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_real_data_cli")
+
 N = 2400  # images per source: past the sizes where progress bars and checks change behaviour
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
 SHAPES = ("square", "bar", "dot")

@@ -15,6 +15,9 @@ from safetensors.torch import load_file
 
 from text2imagegen.train_config import current_names
 
+# one worker runs this file: its module fixtures are built once (pytest-xdist, `--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_same_runs")
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "e4a0631"  # the last commit before the training code was split into train_config, train_data, loss and lora
 ADDED_SINCE = {"data_audit.json"}  # files a run writes today that it did not write at REFERENCE

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+# one worker runs this file: its module fixtures are built once (pytest-xdist, `--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_sample_eval_faults")
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository root: this copy of the package, also in a clean clone
 COMMANDS = {"t2i-sample": "sample_command", "t2i-eval": "eval_command"}
 EVAL_ARGS = ["--per-category", "1", "--n-per-prompt", "1", "--n-images", "8", "--bootstrap", "0", "--steps", "1"]

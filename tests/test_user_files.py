@@ -18,6 +18,9 @@ from PIL import Image
 if str(Path(__file__).resolve().parent) not in sys.path: sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faults import FAULTS_ENV, fault  # noqa: E402  (tests/faults.py, also run as the child's harness)
 
+# one worker runs this file: its module fixtures are built once (pytest-xdist, `--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_user_files")
+
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).resolve().parent / "faults.py"
 MARKER = ".text2imagegen-run"
