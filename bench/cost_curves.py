@@ -50,7 +50,7 @@ def worker(spec:dict):
     if spec["task"] == "train":
         from text2imagegen.train import TrainConfig, Trainer
         b = spec["batch"]
-        tr = Trainer(TrainConfig(resolution=spec["resolution"], batch_size=b, shapes_pool=max(128, 2 * b), val_size=16,
+        tr = Trainer(TrainConfig(resolution=spec["resolution"], batch_size=b, shapes_pool=max(128, 2 * b), val_size=16, probe_per_category=0,
                                  num_threads=spec["threads"], cache_dir=spec["cache"], output_dir=spec["run"]))
         setup = time.perf_counter() - t0
         try:

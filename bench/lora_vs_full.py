@@ -37,7 +37,7 @@ def worker(spec:dict):
     import torch
     from text2imagegen.train import TrainConfig, Trainer
     t0 = time.perf_counter()
-    trainer = Trainer(TrainConfig(**spec["config"]))
+    trainer = Trainer(TrainConfig(**{"probe_per_category": 0, **spec["config"]}))
     setup = time.perf_counter() - t0
     try:
         for _ in range(spec["warmup"]): trainer.train_step()

@@ -41,7 +41,7 @@ def main(steps:int=2000, # training steps
     "RSS over a long training run and a long sampling run."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     run = Path(tempfile.mkdtemp()) / "run"
-    cfg = TrainConfig(max_steps=steps, max_minutes=0, batch_size=8, shapes_pool=2000, val_size=64, val_every=500,
+    cfg = TrainConfig(max_steps=steps, max_minutes=0, batch_size=8, shapes_pool=2000, val_size=64, val_every=500, probe_per_category=0,
                       checkpoint_every=500, sample_steps=4, val_seeds=[0], output_dir=str(run))
     train_points = []
     class RSSCallback(Callback):

@@ -72,7 +72,7 @@ def run_recipe(name:str, recipe:dict, images:list, out:Path, judge, threads:int,
     per_step = cfg.get("batch_size", T.PRESET_TRAIN_DEFAULTS["tiny"]["batch_size"])
     cfg["max_steps"] = -(-max(images) // per_step)
     t0 = time.time()  # rendered pools are fast; captions come from the trainer's own disk cache after the first recipe
-    trained = train_with_snapshots(T.TrainConfig(**cfg), images=[m for m in images if m < max(images)])
+    trained = train_with_snapshots(T.TrainConfig(**{"probe_per_category": 0, **cfg}), images=[m for m in images if m < max(images)])
     wall = time.time() - t0
     rows = []
     for p in trained["points"]:

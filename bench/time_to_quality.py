@@ -117,7 +117,7 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     judge = load_judge()  # trained once and cached, before the clock starts for the run below
     overrides = parse_sets([s for s in (overrides or "").split(";") if s.strip()])
-    config = TrainConfig(**{**dict(max_minutes=minutes, num_threads=threads, output_dir=str(out / "run")), **overrides})
+    config = TrainConfig(**{**dict(max_minutes=minutes, num_threads=threads, probe_per_category=0, output_dir=str(out / "run")), **overrides})
     load_start = os.getloadavg()
     trained = train_with_snapshots(config, minutes=[m for m in floats(points) if not minutes or m < minutes])
     load_train = os.getloadavg()

@@ -217,7 +217,7 @@ def main(rounds:int=4,        # Interleaved rounds
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         def make(**overrides):
-            cfg = TrainConfig(**{**dict(shapes_pool=shapes_pool, num_threads=threads, cache_dir=str(work / "cache"),
+            cfg = TrainConfig(**{**dict(shapes_pool=shapes_pool, num_threads=threads, probe_per_category=0, cache_dir=str(work / "cache"),
                                         output_dir=str(work / f"run{len(list(work.glob('run*')))}")), **overrides})
             return Trainer(cfg)
         built, skipped = {}, {}

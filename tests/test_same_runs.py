@@ -20,7 +20,8 @@ pytestmark = pytest.mark.xdist_group("test_same_runs")
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "e4a0631"  # the last commit before the training code was split into train_config, train_data, loss and lora
-ADDED_SINCE = {"data_audit.json"}  # files a run writes today that it did not write at REFERENCE
+ADDED_SINCE = {"data_audit.json", "probes.jsonl"}  # files a run writes today that it did not write at REFERENCE
+FIELDS_SINCE = {"probe_per_category", "keep_best", "early_stop"}  # config fields added since REFERENCE
 ARGS = ["--shapes-pool", "32", "--val-size", "4", "--batch-size", "4", "--max-steps", "6", "--warmup-steps", "2",
         "--val-every", "3", "--checkpoint-every", "2", "--keep-checkpoints", "2", "--val-seeds", "0", "--sample-steps", "2",
         "--num-threads", "1", "--max-minutes", "0"]
@@ -56,7 +57,7 @@ def pixels(run:Path) -> dict: return {p.name: np.asarray(Image.open(p)) for p in
 def config(run:Path) -> dict:
     "The run's config.json (older field names read as today's), less its two folders."
     saved = current_names(json.loads((run/"config.json").read_text()))
-    return {k: v for k, v in saved.items() if k not in ("output_dir", "cache_dir")}
+    return {k: v for k, v in saved.items() if k not in ("output_dir", "cache_dir", *FIELDS_SINCE)}
 
 
 @pytest.fixture(scope="module")

@@ -441,11 +441,11 @@ def per_prompt_chart(comparison:dict, # from `real_vs_generated`
     return fig
 
 # %% ../nbs/04b_metrics.ipynb #67a7f0c1
-def run_folder(model, # run folder, its model/ folder, pipeline folder or hub id
+def run_folder(model, # run folder, its model/ or best/ folder, pipeline folder or hub id
               ) -> Path|None:
     "The run folder (the one holding config.json) of `model`, or None."
     p = Path(str(model))
-    for folder in (p, p.parent if p.name == "model" else None):
+    for folder in (p, p.parent if p.name in ("model", "best") else None):
         if folder is not None and (folder / "config.json").is_file(): return folder
     return None
 

@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 
 # %% auto #0
-__all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name', 'follow_umask', 'free_space', 'DiskFull',
-           'write_file_atomically', 'write_text_atomically', 'write_bytes_atomically', 'save_figure', 'split_tensors',
-           'join_tensors', 'recover_folder', 'write_atomically', 'file_sha256', 'write_checksums',
+__all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'PROBE_COLUMNS', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name', 'follow_umask', 'free_space',
+           'DiskFull', 'write_file_atomically', 'write_text_atomically', 'write_bytes_atomically', 'save_figure',
+           'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'file_sha256', 'write_checksums',
            'checkpoint_problems', 'checkpoint_step', 'checkpoints', 'latest_checkpoint', 'intact_checkpoint',
            'save_checkpoint', 'load_checkpoint', 'checkpoint_json', 'read_log', 'log_line', 'start_log', 'append_log',
            'plot_loss_curve', 'pid_running', 'RunLock', 'recover_run', 'mark_run_folder', 'is_run_folder',
@@ -288,11 +288,14 @@ def checkpoint_json(path:Path, # a checkpoint folder
 
 # %% ../nbs/02c_run_folder.ipynb #407381ac
 LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "lr", "images_per_s")
+# the Shapes probe's pass rates (`04_evaluate`), at validation steps; a log written without them reads as empty
+PROBE_COLUMNS = ("single", "held_out", "counting", "relation")
 
 def _log_row(row:dict) -> dict:
-    if None in row or set(row) != set(LOG_COLUMNS) or any(row[k] in (None, "") for k in LOG_COLUMNS if k != "val_loss"):
+    if None in row or not set(LOG_COLUMNS) <= set(row) <= set(LOG_COLUMNS + PROBE_COLUMNS) or any(
+            row[k] in (None, "") for k in LOG_COLUMNS if k != "val_loss"):
         raise ValueError(row)
-    return {k: (float(v) if v != "" else None) for k, v in row.items()}
+    return {k: (float(row[k]) if row.get(k) not in (None, "") else None) for k in LOG_COLUMNS + PROBE_COLUMNS}
 
 def read_log(path:Path) -> list:
     "Rows of `log.csv` as dicts of floats (no val_loss: None); a torn row is left out, warned with its line."
@@ -310,7 +313,7 @@ def read_log(path:Path) -> list:
 
 def log_line(row:dict) -> str:
     "One `log.csv` row, newline last."
-    return ",".join("" if row.get(k) is None else f"{row[k]:.6g}" for k in LOG_COLUMNS) + "\n"
+    return ",".join("" if row.get(k) is None else f"{row[k]:.6g}" for k in LOG_COLUMNS + PROBE_COLUMNS) + "\n"
 
 def start_log(path:Path, # the log.csv
               keep_until:int|None=None, # on resume: keep rows up to this step, drop later ones (with a warning)
@@ -320,7 +323,7 @@ def start_log(path:Path, # the log.csv
     kept = [r for r in rows if r["step"] <= keep_until] if rows else []
     if len(kept) < len(rows): warnings.warn(f"{path}: dropped {len(rows) - len(kept)} row(s) after step {keep_until}, "
                                             "the step resumed from")
-    write_text_atomically(Path(path), ",".join(LOG_COLUMNS) + "\n" + "".join(log_line(r) for r in kept))
+    write_text_atomically(Path(path), ",".join(LOG_COLUMNS + PROBE_COLUMNS) + "\n" + "".join(log_line(r) for r in kept))
     return open(path, "a")
 
 def append_log(log, # the open `log.csv` (`start_log`)
@@ -337,17 +340,24 @@ def append_log(log, # the open `log.csv` (`start_log`)
 def plot_loss_curve(log_path:Path, # a run's log.csv
                     png_path:Path|None=None, # where to save the figure, atomically (None: only return it)
                    ):
-    "Training loss (raw and smoothed) and validation loss against the global step."
+    "Training loss (raw and smoothed), validation loss and, if logged, the probe's pass rates against the step."
     import matplotlib.pyplot as plt
     rows = read_log(log_path)
     steps, loss = np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
     smooth, avg = [], 0.0
     for i, l in enumerate(loss): avg = 0.98 * avg + 0.02 * l; smooth.append(avg / (1 - 0.98 ** (i + 1)))
     val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    probes = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in PROBE_COLUMNS}
+    probes = {k: v for k, v in probes.items() if v}
+    fig, axs = plt.subplots(1, 2 if probes else 1, figsize=(10 if probes else 6, 3.5), dpi=80, squeeze=False)
+    ax = axs[0, 0]
     ax.plot(steps, loss, alpha=0.25, color="C0"); ax.plot(steps, smooth, color="C0", label="train (smoothed)")
     if val: ax.plot(*zip(*val), "o-", color="C1", label="validation")
-    ax.set_xlabel("global step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend(); fig.tight_layout()
+    ax.set_xlabel("global step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend()
+    if probes:
+        for k, points in probes.items(): axs[0, 1].plot(*zip(*points), "o-", label=k.replace("_", "-"))
+        axs[0, 1].set(xlabel="global step", ylabel="probe: pass rate", ylim=(-0.02, 1.02)); axs[0, 1].legend(fontsize=8)
+    fig.tight_layout()
     if png_path is not None: write_file_atomically(png_path, lambda p: fig.savefig(p, format="png")); plt.close(fig)
     return fig
 

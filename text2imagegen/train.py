@@ -37,6 +37,7 @@ from .run_folder import (DiskFull, temp_name, write_text_atomically, write_file_
     plot_loss_curve, RunLock, recover_run, check_output_dir, clear_run_folder, mark_run_folder, is_run_folder,
     checkpoint_step, checkpoint_json, free_space, pid_running)
 from .cli import Stopped, signal_name, interrupt_signals, run_command
+from .evaluate import probe_callbacks
 from .loss import *
 from .train_config import *
 from .train_data import *
@@ -64,7 +65,8 @@ class Trainer:
                  sources:dict|None=None, # where each field's value came from (`layered_config`), saved as `config_sources.json`
                  callbacks:list=(), # objects with any of the events `before_fit`, `after_loss`, `after_step`, `after_fit` (see `Callback`)
                 ):
-        self.callbacks = trainer_callbacks(callbacks)  # the built-in ones and these, by `order`
+        # the built-in ones, the probes the config asks for (`04_evaluate`) and these, by `order`
+        self.callbacks = trainer_callbacks([*probe_callbacks(config), *callbacks])
         self.warmup_given = config.warmup_steps is not None
         # the preset's values for the fields left None: resolved once, here
         given, config = config, resolve_defaults(config)
@@ -557,7 +559,8 @@ class LogCallback(Callback):
         epoch = trainer.micro_batch / max(1, trainer.batches.per_epoch)
         append_log(trainer.log, dict(step=trainer.step, epoch=epoch, loss=trainer.step_loss,
                                      val_loss=trainer.step_val_loss,
-                                     lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s))
+                                     lr=trainer.lr_scheduler.get_last_lr()[0], images_per_s=trainer.images_per_s,
+                                     **(getattr(trainer, "step_probe", None) or {})))
 
 class ValidationCallback(Callback):
     "At each validation: a grid of the validation prompts (`samples/step_*.png`) and the loss curve (main process)."
@@ -626,12 +629,13 @@ def fit(self:Trainer) -> Path:
     try:
         images_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
         # each step's state
-        self.loss = self.step_loss = self.step_val_loss = self.images_per_s = None; self.last = False
+        self.loss = self.step_loss = self.step_val_loss = self.images_per_s = None
+        self.last = self.stopped_early = False
         self.callback("before_fit")
         self.bar = bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="training")
         speed, capped = None, False
         with self.stop_on_signals():
-            while not (self.done() or capped):
+            while not (self.done() or capped or self.stopped_early):
                 t0 = time.perf_counter()
                 self.step_loss = self.train_step(); self.step += 1
                 self.open_run_folder()
@@ -701,17 +705,22 @@ def model_bytes(self:Trainer) -> int:
     return sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
 
 @patch
-def save_model(self:Trainer, folder:Path) -> Path:
+def save_model(self:Trainer, folder:Path,
+               files:dict|None=None, # {name: text} of files written into the folder with the model
+              ) -> Path:
     "Atomically save the pipeline (diffusers): EMA UNet, frozen parts in original precision; LoRA runs also `lora/`."
     restore_originals(self.pipe, self.originals)
+    def write(tmp):
+        self.pipe.save_pretrained(tmp)
+        for name, text in (files or {}).items(): (Path(tmp)/name).write_text(text)
     with self.ema_weights() as unet:
-        if not self.config.lora_rank: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
+        if not self.config.lora_rank: return write_atomically(folder, write, self.model_bytes())
         adapted = {"unet": unet, **({"text_encoder": self.pipe.text_encoder} if self.config.lora_text_encoder else {})}
         save_lora(unet, folder.parent/"lora", kohya=self.config.lora_kohya, text_encoder=adapted.get("text_encoder"),
                   dtype=self.config.lora_save_dtype)
         plain = {name: without_lora(part, merge=self.config.merge_lora) for name, part in adapted.items()}
     self.pipe.register_modules(**plain)
-    try: return write_atomically(folder, self.pipe.save_pretrained, self.model_bytes())
+    try: return write_atomically(folder, write, self.model_bytes())
     finally: self.pipe.register_modules(**adapted)
 
 # %% ../nbs/02_train.ipynb #0c042e30
@@ -739,7 +748,9 @@ def finish(self:Trainer) -> Path:
               + f"  config: {run/'config.json'}\n"
               f"  log: {run/'log.csv'}\n  loss curve: {run/'loss_curve.png'}\n  held-out images: {run/'heldout.json'}\n"
               f"  data audit: {run/'data_audit.json'}\n"
-              f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: "
+              + (f"  probes: {run/'probes.jsonl'}\n" if (run/"probes.jsonl").exists() else "")
+              + (f"  best model ({self.config.keep_best}): {run/'best'}\n" if self.config.keep_best else "")
+              + f"  samples: {run/'samples'} (final.png: captions never seen in training)\n  checkpoints: "
               f"{run/'checkpoints'}")
     self.accelerator.wait_for_everyone()
     return self.run_dir

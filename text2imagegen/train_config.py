@@ -20,7 +20,7 @@ from .data import check_templates
 from .captioned import subset_indices
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, pipeline_folder
 from .sample import check_params, FALLBACK_DEFAULTS
-from .run_folder import write_text_atomically
+from .run_folder import PROBE_COLUMNS, write_text_atomically
 
 
 # %% auto #0
@@ -28,8 +28,8 @@ __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'PRESET_TRAIN_DEFAULTS', 'LORA_TRA
            'LORA_TARGET_PRESETS', 'LORA_SAVE_DTYPES', 'RENAMED_FIELDS', 'RECIPES', 'RESUME_FIXED',
            'RESUME_NEW_SCHEDULE', 'CLI_FORMATS', 'TrainConfig', 'check_config', 'check_optimizer',
            'check_sample_settings', 'preset_kind', 'model_prediction_type', 'model_resolution', 'resolve_defaults',
-           'check_resolved', 'lora_target_modules', 'check_lora', 'current_names', 'make_pipeline', 'recipe_names',
-           'load_recipe', 'layered_config', 'filled_sources', 'freeze_encoders', 'frozen_originals',
+           'check_resolved', 'lora_target_modules', 'check_lora', 'check_probe', 'current_names', 'make_pipeline',
+           'recipe_names', 'load_recipe', 'layered_config', 'filled_sources', 'freeze_encoders', 'frozen_originals',
            'restore_originals', 'split_global_batch', 'run_steps', 'fitted_warmup', 'same_source', 'resume_changes',
            'field_docs', 'train_parser']
 
@@ -118,6 +118,9 @@ class TrainConfig:
     guidance_scale:float|None=None # guidance of the sample grids (None: the pipeline's sample defaults)
     sample_steps:int|None=None # denoising steps of the sample grids (None: the pipeline's sample defaults)
     sampler:str|None=None # sampler of the sample grids, a key of `SAMPLERS` in 03_sample, e.g. `dpm++2m` (None: the pipeline's sample defaults)
+    probe_per_category:int=8 # Shapes: each validation judges an image of this many prompts per category (0: no probe)
+    keep_best:str|None=None # keep the model of the best probe value in best/: one of PROBE_COLUMNS, e.g. `held_out`
+    early_stop:int|None=None # with keep_best: stop after this many validations without a better value (None: never)
     resume:bool=False # continue from the latest checkpoint in `output_dir` (if there is one)
     overwrite:bool=False # delete what a non-empty `output_dir` holds and start afresh (a fresh run refuses a used folder otherwise)
     output_dir:str="runs/default" # run folder
@@ -195,6 +198,7 @@ def check_config(self:TrainConfig):
                          f"{self.preset!r} is not a file")
     check_sample_settings(self)
     check_lora(self)
+    check_probe(self)
     self.val_prompts = None if self.val_prompts is None else list(self.val_prompts)
     self.val_seeds = [int(s) for s in self.val_seeds]
 
@@ -297,6 +301,24 @@ def check_lora(self:TrainConfig):
         raise ValueError("lora_targets must be a non-empty list of module names such as 'to_q', or presets "
                          f"({', '.join(LORA_TARGET_PRESETS)}); got {self.lora_targets!r}")
     self.lora_targets = lora_target_modules(targets)
+
+
+# %% ../nbs/02a_train_config.ipynb #ac520c12
+def check_probe(self:TrainConfig):
+    "The probe's size, and `keep_best` / `early_stop`: a probe metric, on a run that has the probe."
+    if isinstance(self.probe_per_category, bool) or not isinstance(self.probe_per_category, int) or self.probe_per_category < 0:
+        raise ValueError(f"probe_per_category must be an int >= 0 (0: no probe); got {self.probe_per_category!r}")
+    if self.early_stop is not None and (isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int)
+                                        or self.early_stop < 1):
+        raise ValueError(f"early_stop must be None or an int >= 1 (validations without improvement); got {self.early_stop!r}")
+    if self.early_stop is not None and self.keep_best is None:
+        raise ValueError("early_stop needs keep_best: the probe metric that must keep improving, e.g. --keep-best held_out")
+    if self.keep_best is None: return
+    if self.keep_best not in PROBE_COLUMNS:
+        raise ValueError(f"Unknown keep_best {self.keep_best!r}; accepted: {', '.join(map(repr, PROBE_COLUMNS))}")
+    if self.data != "shapes" or not self.probe_per_category:
+        raise ValueError("keep_best needs the probe, which judges Shapes images: data 'shapes' and probe_per_category >= 1")
+    if self.lora_rank: raise ValueError("keep_best keeps whole models; for a LoRA run (lora_rank) leave it out")
 
 
 # %% ../nbs/02a_train_config.ipynb #51924cf2
