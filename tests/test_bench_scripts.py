@@ -128,3 +128,17 @@ def test_train_speed_vs_smoke(tmp_path):
     ref_tree = str(Path(runs["reference"]["module"]).parents[1])
     assert ref_tree not in subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
 
+
+
+def test_probe_cost_smoke(tmp_path):
+    "`bench/probe_cost.py --smoke`: a run with the probe and one without, the probe's share from their wall times."
+    out = tmp_path / "probe_cost.json"
+    proc = subprocess.run([sys.executable, "bench/probe_cost.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = {r["probe"]: r for r in result["runs"]}
+    assert set(runs) == {"with probe", "without"} and all(r["validations"] == 2 for r in runs.values())
+    row = result["rows"][0]
+    assert row["share"] == (runs["with probe"]["wall_s"] - runs["without"]["wall_s"]) / runs["with probe"]["wall_s"]
+    assert "| round | wall with probe (s) | wall without (s) |" in proc.stdout and "| mean |" in proc.stdout
