@@ -9,7 +9,7 @@ __all__ = ['EVAL_KINDS', 'PROBE_CATEGORIES', 'distribution_rows', 'write_summary
            'results_markdown', 'shapes_probe', 'probe_line', 'ProbeCallback', 'BestCallback', 'probe_callbacks']
 
 # %% ../nbs/04_evaluate.ipynb #74642037
-import json
+import errno, json, math
 from pathlib import Path
 
 import torch.nn as nn
@@ -22,7 +22,7 @@ from .judge import (ShapesJudge, load_judge, read_judge, ceiling_line, adherence
                                  choose_sample_defaults, save_sample_defaults)
 from .metrics import (distribution_metrics, shapes_validation_loss, background_speckle, real_vs_generated,
     real_vs_generated_figure, per_prompt_chart, eval_data, heldout_images, evaluate_captioned, local_clip, FEATURES)
-from .run_folder import PROBE_COLUMNS, read_log, save_figure, write_bytes_atomically, write_text_atomically
+from .run_folder import DiskFull, PROBE_COLUMNS, read_log, save_figure, write_bytes_atomically, write_text_atomically
 from .sample import generate, sample_settings
 from .text_encoder import require_safetensors
 
@@ -328,6 +328,11 @@ def probe_line(step:int, val_loss:float, probe:dict) -> str:
         + f" (n {cats['single']['n']} each)")
 
 # %% ../nbs/04_evaluate.ipynb #741a3193
+def _probe_step(line:str) -> float:
+    "The step of a `probes.jsonl` line; infinite for a line a kill tore (so it is not kept)."
+    try: return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError): return math.inf
+
 class ProbeCallback:
     "At each validation (main process): `shapes_probe` with the EMA weights, into the log row, `probes.jsonl`, a line."
     order = -40  # before `LogCallback` writes the step's row
@@ -338,12 +343,17 @@ class ProbeCallback:
         path = trainer.run_dir/"probes.jsonl"
         if not self.started:  # this start's first probe: the history up to the step resumed from (none when fresh)
             since = trainer.resumed["step"] if trainer.resumed else 0
-            kept = [l for l in (path.read_text().splitlines() if path.exists() else []) if json.loads(l)["step"] <= since]
+            kept = [l for l in (path.read_text().splitlines() if path.exists() else []) if _probe_step(l) <= since]
             write_text_atomically(path, "".join(l + "\n" for l in kept))
             self.judge, self.started = self.judge or load_judge(progress=False), True
         with trainer.ema_weights(): probe = shapes_probe(trainer.pipe, trainer.config.probe_per_category, self.judge)
         trainer.step_probe = probe["values"]
-        with open(path, "a") as f: f.write(json.dumps({"step": trainer.step, **probe}) + "\n")
+        line = json.dumps({"step": trainer.step, **probe}) + "\n"
+        try:
+            with open(path, "a") as f: f.write(line)
+        except OSError as e:
+            if e.errno == errno.ENOSPC: raise DiskFull(path, len(line)) from e
+            raise
         trainer.bar.write(probe_line(trainer.step, trainer.step_val_loss, probe))
 
 class BestCallback:
@@ -373,4 +383,4 @@ class BestCallback:
 def probe_callbacks(config) -> list:
     "The callbacks `config` asks for: the probe on the Shapes world (`probe_per_category`), and `BestCallback`."
     probe = config.data == "shapes" and config.probe_per_category > 0
-    return [ProbeCallback()] * probe + [BestCallback()] * (config.keep_best is not None)
+    return ([ProbeCallback()] if probe else []) + ([BestCallback()] if config.keep_best is not None else [])
