@@ -235,7 +235,7 @@ def trainer_row(model:Path, data:Path, work:Path, resolution:int, batch:int, dev
     t0 = time.perf_counter()
     shapes = dict(shapes_pool=64) if data == "shapes" else {}
     cfg = TrainConfig(**{**dict(preset=str(model), data=str(data), **shapes, resolution=resolution, batch_size=batch, max_steps=10_000, lr=1e-5,
-                              mixed_precision=mixed_precision, ema_decay=0, val_size=4, probe_per_category=0, cache_dir=str(work / "cache"), overwrite=True,
+                              mixed_precision=mixed_precision, ema_decay=0, val_size=4, probe_per_category=0, probe_images=0, cache_dir=str(work / "cache"), overwrite=True,
                               output_dir=str(work / "run")), **settings})
     trainer = Trainer(cfg)
     setup = time.perf_counter() - t0

@@ -43,7 +43,7 @@ def run(corpus:Path, out:Path, cache:Path, *flags) -> dict:
     "One `t2i-train` run: peak RSS (GB), set-up seconds (the trainer's own count), wall seconds."
     cmd = [shutil.which("t2i-train") or "t2i-train", "--data", str(corpus), "--resolution", "256", "--max-steps", "2",
            "--max-minutes", "0", "--batch-size", "4", "--val-size", "32", "--val-every", "2", "--sample-steps", "2",
-           "--val-seeds", "0", "--cache-dir", str(cache), "--output-dir", str(out), *flags]
+           "--val-seeds", "0", "--probe-images", "0", "--cache-dir", str(cache), "--output-dir", str(out), *flags]
     done = run_measured(cmd, what=" ".join(cmd))
     text = done.stdout + done.stderr
     out.with_suffix(".log").write_text(text)

@@ -96,6 +96,11 @@ def test_cli_trains_on_every_layout(sources, tmp_path, layout):
     assert len(prompts) == 8 and set(prompts) <= captions, prompts
     final = json.loads(Image.open(run / "samples" / "final.png").info["params"])
     assert set(final["real_image_ids"]) <= set(held["image_ids"]) and len(final["real_image_ids"]) == 8
+    # the probe at the validation step: KID of 64 held-out images, printed, logged and kept
+    probe = json.loads((run / "probes.jsonl").read_text())
+    assert probe["step"] == 2 and probe["metrics"]["n_real"] == min(64, len(held["image_ids"])), probe["metrics"]
+    assert f"step 2: val loss " in printed and f"KID {probe['values']['kid']:.4f}" in printed, printed
+    assert float(list(csv.DictReader(open(run / "log.csv")))[-1]["kid"]) == pytest.approx(probe["values"]["kid"], rel=1e-5)
     # the same command again starts warm: nothing is encoded, the same caches are read
     again = t2i_train(sources[layout], tmp_path / "run2", tmp_path / "cache")
     assert "(0 captions, 0 images encoded here" in again, again

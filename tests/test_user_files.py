@@ -39,7 +39,7 @@ CLI = [str(_script)] if _script.is_file() else [sys.executable, "-c", "import sy
 # the offline default (Shapes world, MiniLM), 4 steps: checkpoints and grids at steps 2 and 4
 TINY = ["--shapes-pool", "16", "--val-size", "4", "--batch-size", "4", "--max-steps", "4", "--val-every", "2",
         "--checkpoint-every", "2", "--sample-steps", "2", "--val-seeds", "0", "--num-threads", "1", "--warmup-steps", "1",
-        "--max-minutes", "0", "--probe-per-category", "0"]
+        "--max-minutes", "0", "--probe-per-category", "0", "--probe-images", "0"]
 
 
 # ---------------------------------------------------------------------------------------------------------- runs

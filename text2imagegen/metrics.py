@@ -7,11 +7,11 @@ Docs: https://text2imagegen.github.io/text2imagegen/metrics.html.md"""
 # %% auto #0
 __all__ = ['INCEPTION_WEIGHTS', 'INCEPTION_PICKLE', 'INCEPTION_URL', 'FEATURES', 'JudgeFeatures', 'InceptionFeatures',
            'inception_features', 'as_unit_tensor', 'extract_features', 'fid_from_features', 'fid_bootstrap',
-           'kid_from_features', 'inception_score_from_logits', 'precision_recall', 'density_coverage', 'PixelFeatures',
-           'local_clip', 'CLIPImageFeatures', 'get_extractor', 'distribution_metrics', 'background_speckle',
-           'clip_score', 'validation_loss', 'shapes_validation_loss', 'real_vs_generated', 'real_vs_generated_figure',
-           'per_prompt_chart', 'run_folder', 'eval_data', 'heldout_images', 'captioned_pairs', 'default_feature',
-           'evaluate_captioned']
+           'kid_from_features', 'kid_bootstrap', 'inception_score_from_logits', 'precision_recall', 'density_coverage',
+           'PixelFeatures', 'local_clip', 'CLIPImageFeatures', 'get_extractor', 'distribution_metrics',
+           'background_speckle', 'clip_score', 'validation_loss', 'shapes_validation_loss', 'real_vs_generated',
+           'real_vs_generated_figure', 'per_prompt_chart', 'run_folder', 'eval_data', 'heldout_images',
+           'captioned_pairs', 'default_feature', 'captioned_metrics', 'evaluate_captioned']
 
 # %% ../nbs/04b_metrics.ipynb #0058087d
 import json, statistics, warnings
@@ -165,6 +165,32 @@ def kid_from_features(real:torch.Tensor, # (N, D) real features
     with torch.random.fork_rng(): torch.manual_seed(seed); mean, std = m.compute()
     return float(mean), float(std), size
 
+def _mmd2(krr, kff, krf) -> torch.Tensor:
+    "Unbiased squared MMD from the kernel matrices within and between two sets (diagonals left out)."
+    n, m = len(krr), len(kff)
+    return ((krr.sum() - krr.diagonal().sum()) / (n * (n - 1)) + (kff.sum() - kff.diagonal().sum()) / (m * (m - 1))
+            - 2 * krf.mean())
+
+def kid_bootstrap(real:torch.Tensor, # (N, D) real features
+                  fake:torch.Tensor, # (M, D) generated features
+                  n_boot:int=100, # bootstrap resamples
+                  seed:int=0, # seeds the resampling
+                  level:float=0.95, # interval coverage
+                  estimate:float|None=None, # the KID to centre on (None: the unbiased MMD² of the whole sets)
+                 ) -> tuple:
+    "Normal bootstrap interval of KID: `estimate` ± z × the spread of KIDs over resamples of both sets."
+    kernel = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3  # KID's cubic polynomial kernel, as torchmetrics
+    r, f = real.double(), fake.double()
+    krr, kff, krf = kernel(r, r), kernel(f, f), kernel(r, f)  # once; a resample only picks rows and columns
+    g, kids = torch.Generator().manual_seed(seed), []
+    for _ in range(n_boot):
+        i, j = torch.randint(len(r), (len(r),), generator=g), torch.randint(len(f), (len(f),), generator=g)
+        kids.append(float(_mmd2(krr[i][:, i], kff[j][:, j], krf[i][:, j])))
+    half = statistics.NormalDist().inv_cdf((1 + level) / 2) * float(np.std(kids, ddof=1))
+    kid = float(_mmd2(krr, kff, krf)) if estimate is None else estimate
+    return (kid - half, kid + half)
+
+
 def inception_score_from_logits(logits:torch.Tensor, # (N, C) class logits of generated images
                                 splits:int|None=None, # None: between 2 and 10, about 50 images per split
                                 seed:int=0, # seeds the shuffle before splitting
@@ -279,7 +305,7 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
                          feature="judge", # see `get_extractor`
                          judge:ShapesJudge|None=None, # the judge (feature="judge")
                          inception_weights:str|None=None, # InceptionV3 weights (feature="inception")
-                         bootstrap:int=0, # FID bootstrap resamples (0: no interval)
+                         bootstrap:int=0, # FID and KID bootstrap resamples (0: no interval)
                          seed:int=0, # seeds KID subsets, IS splits and the bootstrap
                         ) -> dict:
     "FID, KID, IS, precision/recall and density/coverage of `fake` against `real`, with n and the extractor."
@@ -296,7 +322,8 @@ def distribution_metrics(real, # real images: PIL list or (N, 3, H, W) tensor in
     out = dict(feature=getattr(ext, "name", type(ext).__name__), dims=fr.shape[1], n_real=len(fr), n_fake=len(ff),
                fid=fid, kid_mean=kid_mean, kid_std=kid_std, kid_subset_size=kid_size,
                warnings=[str(w.message) for w in caught])
-    if bootstrap: out["fid_ci95"] = list(fid_bootstrap(fr, ff, bootstrap, seed))
+    if bootstrap: out["fid_ci95"], out["kid_ci95"] = (list(fid_bootstrap(fr, ff, bootstrap, seed)),
+                                                     list(kid_bootstrap(fr, ff, bootstrap, seed, estimate=kid_mean)))
     if hasattr(ext, "logits"):
         out["is_mean"], out["is_std"], out["is_splits"] = inception_score_from_logits(
             extract_features(fake, ext, logits=True), seed=seed)
@@ -510,6 +537,27 @@ def default_feature(shapes:bool, # evaluating on the Shapes world?
     return "pixels"
 
 # %% ../nbs/04b_metrics.ipynb #3ffd6a6b
+def captioned_metrics(pipeline, # a `Text2ImagePipeline`
+                       real:torch.Tensor, # (N, 3, r, r) held-out images in [-1, 1] (from `captioned_pairs`)
+                       captions:list, # one caption per image
+                       feature=None, # see `get_extractor` (None: `default_feature(False, inception_weights)`)
+                       inception_weights:str|None=None, # InceptionV3 weights file (feature="inception")
+                       bootstrap:int=100, # FID and KID bootstrap resamples (0: none)
+                       clip_model:str|Path|None=None, # CLIP score model of the generated images (None: none)
+                       seed:int=0, # seeds the generated images and the resamples
+                       progress:bool=True, # progress bar
+                       **generate_kwargs, # guidance_scale, steps, scheduler, batch_size for `generate`
+                      ) -> tuple:
+    "(metrics, generated): `distribution_metrics` of an image drawn for each caption against `real`, their CLIP score."
+    if feature == "judge": raise ValueError("The judge reads only Shapes images; for captioned images use one of "
+                                            f"{', '.join(FEATURES[:1] + FEATURES[2:])}")
+    generated = generate(pipeline, captions, seed=seed, progress=progress, **generate_kwargs)
+    fake = [g.image for g in generated]
+    m = distribution_metrics(real, fake, feature or default_feature(False, inception_weights), None, inception_weights,
+                             bootstrap, seed)
+    m["clip_score"] = clip_score(fake, captions, clip_model) if clip_model else None
+    return m, generated
+
 def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
                        ds, # held-out captioned images (from `heldout_images`)
                        out:str|Path, # folder for distribution.json and real_vs_generated.png
@@ -526,18 +574,18 @@ def evaluate_captioned(pipeline, # a `Text2ImagePipeline`
     import matplotlib.pyplot as plt
     if feature == "judge": raise ValueError("The judge reads only Shapes images; for captioned images use one of "
                                             f"{', '.join(FEATURES[:1] + FEATURES[2:])}")
+    clip, note = clip_model, None
+    try: clip and local_clip(clip)
+    except FileNotFoundError: clip, note = None, (f"CLIP score skipped: no CLIP model {str(clip_model)!r} here (a folder "
+                                                  "or the Hugging Face cache); pass --clip-model")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     real, captions, ids = captioned_pairs(ds, pipeline.default_size[0], seed)
-    generated = generate(pipeline, captions, seed=seed, progress=progress, **generate_kwargs)
+    m, generated = captioned_metrics(pipeline, real, captions, feature, inception_weights, bootstrap, clip, seed,
+                                     progress, **generate_kwargs)
     fake = [g.image for g in generated]
-    m = distribution_metrics(real, fake, feature or default_feature(False, inception_weights), None, inception_weights,
-                             bootstrap, seed)
     m["val_loss"] = dict(val_loss=validation_loss(pipeline, real, captions, seed), n=len(captions), seed=seed)
-    m["clip_score"] = m["clip_score_real"] = None
-    try:
-        if clip_model: m["clip_score"], m["clip_score_real"] = (clip_score(fake, captions, clip_model),
-                                                                clip_score(real, captions, clip_model))
-    except FileNotFoundError: m["clip_score_note"] = f"CLIP score skipped: no CLIP model {str(clip_model)!r} here (a folder or the Hugging Face cache); pass --clip-model"
+    m["clip_score_real"] = clip_score(real, captions, clip) if clip else None
+    if note: m["clip_score_note"] = note
     g = generated[0].params
     m.update({**(info or {}), "n": len(ids), "seed": seed, "image_ids": ids, "captions": captions,
               "generation": dict(seeds=[g["seed"], generated[-1].params["seed"]],

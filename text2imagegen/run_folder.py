@@ -15,13 +15,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 
 # %% auto #0
-__all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'PROBE_COLUMNS', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name', 'follow_umask', 'free_space',
-           'DiskFull', 'write_file_atomically', 'write_text_atomically', 'write_bytes_atomically', 'save_figure',
-           'split_tensors', 'join_tensors', 'recover_folder', 'write_atomically', 'file_sha256', 'write_checksums',
-           'checkpoint_problems', 'checkpoint_step', 'checkpoints', 'latest_checkpoint', 'intact_checkpoint',
-           'save_checkpoint', 'load_checkpoint', 'checkpoint_json', 'read_log', 'log_line', 'start_log', 'append_log',
-           'plot_loss_curve', 'pid_running', 'RunLock', 'recover_run', 'mark_run_folder', 'is_run_folder',
-           'check_output_dir', 'clear_run_folder', 'resume_checkpoint']
+__all__ = ['CHECKSUMS', 'LOG_COLUMNS', 'PROBE_COLUMNS', 'LOWER_IS_BETTER', 'RUN_MARKER', 'RUN_ENTRIES', 'temp_name',
+           'follow_umask', 'free_space', 'DiskFull', 'write_file_atomically', 'write_text_atomically',
+           'write_bytes_atomically', 'save_figure', 'split_tensors', 'join_tensors', 'recover_folder',
+           'write_atomically', 'file_sha256', 'write_checksums', 'checkpoint_problems', 'checkpoint_step',
+           'checkpoints', 'latest_checkpoint', 'intact_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'checkpoint_json', 'read_log', 'log_line', 'start_log', 'append_log', 'plot_loss_curve', 'pid_running',
+           'RunLock', 'recover_run', 'mark_run_folder', 'is_run_folder', 'check_output_dir', 'clear_run_folder',
+           'resume_checkpoint']
 
 # %% ../nbs/02c_run_folder.ipynb #0bded066
 def temp_name(path:Path, kind:str="tmp") -> Path:
@@ -288,8 +289,10 @@ def checkpoint_json(path:Path, # a checkpoint folder
 
 # %% ../nbs/02c_run_folder.ipynb #407381ac
 LOG_COLUMNS = ("step", "epoch", "loss", "val_loss", "lr", "images_per_s")
-# the Shapes probe's pass rates (`04_evaluate`), at validation steps; a log written without them reads as empty
-PROBE_COLUMNS = ("single", "held_out", "counting", "relation")
+# the probes' values at validation steps (`04_evaluate`): the Shapes pass rates, then KID, FID and CLIP score of
+# other data (CLIP score on both); a log written without some of them reads them as empty
+PROBE_COLUMNS = ("single", "held_out", "counting", "relation", "kid", "fid", "clip_score")
+LOWER_IS_BETTER = ("kid", "fid")  # the probe columns where a smaller value is better
 
 def _log_row(row:dict) -> dict:
     if None in row or not set(LOG_COLUMNS) <= set(row) <= set(LOG_COLUMNS + PROBE_COLUMNS) or any(
@@ -349,14 +352,19 @@ def plot_loss_curve(log_path:Path, # a run's log.csv
     val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
     probes = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in PROBE_COLUMNS}
     probes = {k: v for k, v in probes.items() if v}
-    fig, axs = plt.subplots(1, 2 if probes else 1, figsize=(10 if probes else 6, 3.5), dpi=80, squeeze=False)
+    rates = [k for k in PROBE_COLUMNS[:4] if k in probes]  # the pass rates share a panel; the others one each
+    panels = ([rates] if rates else []) + [[k] for k in PROBE_COLUMNS[4:] if k in probes]
+    fig, axs = plt.subplots(1, 1 + len(panels), figsize=(6 + 4 * len(panels), 3.5), dpi=80, squeeze=False)
     ax = axs[0, 0]
     ax.plot(steps, loss, alpha=0.25, color="C0"); ax.plot(steps, smooth, color="C0", label="train (smoothed)")
     if val: ax.plot(*zip(*val), "o-", color="C1", label="validation")
     ax.set_xlabel("global step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend()
-    if probes:
-        for k, points in probes.items(): axs[0, 1].plot(*zip(*points), "o-", label=k.replace("_", "-"))
-        axs[0, 1].set(xlabel="global step", ylabel="probe: pass rate", ylim=(-0.02, 1.02)); axs[0, 1].legend(fontsize=8)
+    for ax, keys in zip(axs[0, 1:], panels):
+        for k in keys: ax.plot(*zip(*probes[k]), "o-", label=k.replace("_", "-"))
+        better = "lower is better" if keys[0] in LOWER_IS_BETTER else "higher is better"
+        if keys is rates: ax.set(ylabel="probe: pass rate", ylim=(-0.02, 1.02)); ax.legend(fontsize=8)
+        else: ax.set(ylabel=f"probe: {keys[0].replace('_', ' ').upper() if keys[0] != 'clip_score' else 'CLIP score'} ({better})")
+        ax.set_xlabel("global step")
     fig.tight_layout()
     if png_path is not None: write_file_atomically(png_path, lambda p: fig.savefig(p, format="png")); plt.close(fig)
     return fig

@@ -21,6 +21,7 @@ from .captioned import subset_indices
 from .model import build_pipeline, load_pipeline, PIPELINE_PRESETS, PREDICTION_TYPES, pipeline_folder
 from .sample import check_params, FALLBACK_DEFAULTS
 from .run_folder import PROBE_COLUMNS, write_text_atomically
+from .metrics import local_clip, _inception_problems
 
 
 # %% auto #0
@@ -119,7 +120,10 @@ class TrainConfig:
     sample_steps:int|None=None # denoising steps of the sample grids (None: the pipeline's sample defaults)
     sampler:str|None=None # sampler of the sample grids, a key of `SAMPLERS` in 03_sample, e.g. `dpm++2m` (None: the pipeline's sample defaults)
     probe_per_category:int=8 # Shapes: each validation judges an image of this many prompts per category (0: no probe)
-    keep_best:str|None=None # keep the model of the best probe value in best/: one of PROBE_COLUMNS, e.g. `held_out`
+    probe_images:int=64 # other data: each validation measures KID (FID when n allows) on this many held-out images (0: no probe)
+    probe_feature:str="pixels" # other data: the probe's features: pixels, inception (weights here) or clip:<folder or cached hub id>
+    probe_clip_model:str|None=None # a CLIP folder or cached hub id: each probe also gives its images' CLIP score (None: none)
+    keep_best:str|None=None # keep the model of the best probe value in best/: one of PROBE_COLUMNS, e.g. `held_out` or `kid`
     early_stop:int|None=None # with keep_best: stop after this many validations without a better value (None: never)
     resume:bool=False # continue from the latest checkpoint in `output_dir` (if there is one)
     overwrite:bool=False # delete what a non-empty `output_dir` holds and start afresh (a fresh run refuses a used folder otherwise)
@@ -305,9 +309,22 @@ def check_lora(self:TrainConfig):
 
 # %% ../nbs/02a_train_config.ipynb #ac520c12
 def check_probe(self:TrainConfig):
-    "The probe's size, and `keep_best` / `early_stop`: a probe metric, on a run that has the probe."
-    if isinstance(self.probe_per_category, bool) or not isinstance(self.probe_per_category, int) or self.probe_per_category < 0:
-        raise ValueError(f"probe_per_category must be an int >= 0 (0: no probe); got {self.probe_per_category!r}")
+    "The probes' sizes, features and CLIP model, and `keep_best` / `early_stop`: a metric of a probe the run has."
+    for name in ("probe_per_category", "probe_images"):
+        v = getattr(self, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0 (0: no probe); got {v!r}")
+    if 0 < self.probe_images < 6:
+        raise ValueError(f"probe_images must be 0 (no probe) or at least 6 (KID and its neighbours need them); got {self.probe_images}")
+    shapes = self.data == "shapes"
+    if not shapes and self.probe_images:
+        f = self.probe_feature
+        if not (f in ("pixels", "inception") or (isinstance(f, str) and f.startswith("clip:") and len(f) > 5)):
+            raise ValueError(f"Unknown probe_feature {f!r}; accepted: pixels, inception, clip:<folder or cached hub id>")
+        if f.startswith("clip:"): local_clip(f[5:])
+        if f == "inception" and (problems := _inception_problems()[1]):
+            raise FileNotFoundError("probe_feature inception needs: " + "; ".join(problems) + ". Or use pixels")
+    if self.probe_clip_model is not None: local_clip(self.probe_clip_model)
     if self.early_stop is not None and (isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int)
                                         or self.early_stop < 1):
         raise ValueError(f"early_stop must be None or an int >= 1 (validations without improvement); got {self.early_stop!r}")
@@ -316,8 +333,14 @@ def check_probe(self:TrainConfig):
     if self.keep_best is None: return
     if self.keep_best not in PROBE_COLUMNS:
         raise ValueError(f"Unknown keep_best {self.keep_best!r}; accepted: {', '.join(map(repr, PROBE_COLUMNS))}")
-    if self.data != "shapes" or not self.probe_per_category:
-        raise ValueError("keep_best needs the probe, which judges Shapes images: data 'shapes' and probe_per_category >= 1")
+    if self.keep_best in PROBE_COLUMNS[:4] and not (shapes and self.probe_per_category):
+        raise ValueError(f"keep_best {self.keep_best!r} is a pass rate of the Shapes probe: it needs data 'shapes' and "
+                         "probe_per_category >= 1 (on other data: kid, fid, or clip_score)")
+    if self.keep_best in ("kid", "fid") and (shapes or not self.probe_images):
+        raise ValueError(f"keep_best {self.keep_best!r} is measured by the probe on data other than Shapes, with "
+                         "probe_images >= 6 (on Shapes: single, held_out, counting or relation)")
+    if self.keep_best == "clip_score" and not (self.probe_clip_model and (self.probe_per_category if shapes else self.probe_images)):
+        raise ValueError("keep_best 'clip_score' needs probe_clip_model (a local CLIP model) and the probe on")
     if self.lora_rank: raise ValueError("keep_best keeps whole models; for a LoRA run (lora_rank) leave it out")
 
 
