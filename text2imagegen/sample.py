@@ -8,7 +8,7 @@ Docs: https://text2imagegen.github.io/text2imagegen/sample.html.md"""
 __all__ = ['SAMPLERS', 'FALLBACK_DEFAULTS', 'PNG_FIELDS', 'SAMPLE_DTYPES', 'SAMPLES_MARKER', 'EulerAncestralScheduler',
            'make_sampler', 'image_seeds', 'image_generators', 'initial_noise', 'check_steps', 'check_params',
            'Generated', 'sample_settings', 'generate_batches', 'generate', 'default_sampler', 'diffusers_class',
-           'image_grid', 'png_info', 'save_image', 'save_grid', 'load_params', 'sweep_figure', 'sweep',
+           'caption_font', 'image_grid', 'png_info', 'save_image', 'save_grid', 'load_params', 'sweep_figure', 'sweep',
            'guidance_sweep', 'steps_sweep', 'scheduler_sweep', 'sample_device', 'samples_folder', 'append_rows',
            't2i_sample']
 
@@ -306,6 +306,12 @@ def diffusers_class(sampler, # A scheduler, e.g. from `make_sampler`
     return sampler if cls is type(sampler) else cls.from_config(sampler.config)
 
 # %% ../nbs/03_sample.ipynb #e4a51a27
+def caption_font(size:int=11) -> ImageFont.FreeTypeFont:
+    "DejaVu Sans, the font matplotlib ships (it covers dashes, accents, Greek, Cyrillic), at `size` px."
+    import matplotlib
+    path = Path(matplotlib.get_data_path())/"fonts"/"ttf"/"DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)  # no shaping: any text lays out
+
 def image_grid(images:list,    # PIL images
                captions=None,  # One caption per image (wrapped under it), or None
                ncols=None,     # Columns (None: about square)
@@ -319,7 +325,7 @@ def image_grid(images:list,    # PIL images
     nrows, (w, h), pad = math.ceil(len(images) / ncols), images[0].size, 4
     scale = scale or max(1, math.ceil(128 / w))
     cw, ch = w * scale, h * scale
-    font = ImageFont.load_default(size=11)
+    font = caption_font()
     lines = [textwrap.wrap(c, max(1, int(cw // font.getlength("n")))) for c in captions or [""] * len(images)]
     line_h = 13
     cap_h = max(map(len, lines)) * line_h
