@@ -8,7 +8,7 @@ divide that difference by the run's validations. Prints a table per round and th
 
     python bench/probe_cost.py                  # 1 round of the default run with and without the probe (~20 min on 2 cores)
     python bench/probe_cost.py --rounds 2
-    python bench/probe_cost.py --smoke          # 4 steps on a 64-image pool, a probe of 1 prompt per category
+    python bench/probe_cost.py --smoke          # 4 steps on a 64-image pool, a probe of 1 prompt per category, no warm-up
 """
 from __future__ import annotations
 import csv, json, os, shutil, statistics, sys, tempfile, time
@@ -46,7 +46,7 @@ def main(rounds:int=1,                            # Rounds; each runs the defaul
     runs, t0 = [], time.perf_counter()
     try:
         extra = [*extra, "--cache-dir", str(work / "cache")]
-        train_run(work / "warmup", 1, [*extra, "--warmup-steps", "0", "--probe-per-category", "1"])  # caches, judge
+        if not smoke: train_run(work / "warmup", 1, [*extra, "--warmup-steps", "0", "--probe-per-category", "1"])  # caches, judge
         for r in range(rounds):
             for name in (("with probe", "without") if r % 2 == 0 else ("without", "with probe")):
                 run = work / f"run{len(runs)}"

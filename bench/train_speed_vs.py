@@ -7,7 +7,8 @@ swapping every round, each in a fresh Python process whose `PYTHONPATH` is its t
 `text2imagegen.__file__`, and the script stops if it is not that tree's. images/s is the mean of the `images_per_s`
 column of the run's `log.csv` over its steady state: the first fifth of the logged steps (at least one) is left out as
 warm-up. Wall is the process's time from start to exit: imports, set-up (rendering the Shapes pool; reading or
-filling the disk caches where the code has them), training, the final validation and save. Prints a table per
+filling the disk caches where the code has them), training, the final validation and save. The in-training probe is
+switched off in a tree that has it, so both sides do the same work. Prints a table per
 round, the ratio current / reference and its mean, and the machine; writes JSON.
 
     python bench/train_speed_vs.py                       # against c8a9ceb: 2 rounds of 90 steps
@@ -48,6 +49,11 @@ def train_run(script:Path, tree:Path, run_dir:Path, max_steps:int, flags:list=()
     return dict(images_per_s=images_per_s, steady_steps=steps, wall_s=done.seconds, peak_rss_mb=done.peak_mb, module=loaded)
 
 
+def probe_off(tree:Path) -> list:
+    "`--probe-per-category 0` where the tree's trainer has the in-training probe (it would add to one side's wall)."
+    return ["--probe-per-category", "0"] if any("probe_per_category" in p.read_text() for p in (tree / "text2imagegen").glob("*.py")) else []
+
+
 def git(*args) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
 
@@ -72,7 +78,8 @@ def main(ref:str="c8a9ceb",                            # Git ref whose code is t
         script.write_text(TRAIN)
         for r in range(rounds):
             for name in (("reference", "current") if r % 2 == 0 else ("current", "reference")):
-                got = train_run(script, trees[name], work / f"{name}{r}", max_steps, SMOKE_FLAGS if smoke else [])
+                flags = [*(SMOKE_FLAGS if smoke else []), *probe_off(trees[name])]
+                got = train_run(script, trees[name], work / f"{name}{r}", max_steps, flags)
                 runs.append(dict(round=r + 1, code=name, **got))
                 print(f"round {r + 1}/{rounds} {name}: {got['images_per_s']:.1f} images/s, {got['wall_s']:.0f} s", flush=True)
     finally:
