@@ -15,10 +15,20 @@ diffusers' `StableDiffusionPipeline` built on the same component objects, and th
 classifier-free-guidance forwards, no text encoding, scheduler or decoding) as the floor of both; then `generate`
 with the UNet compiled by `torch.compile`, as `t2i-sample --compile` does (with --compile; the largest batch only).
 
+Utilisation: the FLOPs of one training image are counted once, on the meta device, with torch's `FlopCounterMode`
+(3 × the UNet's forward at the row's size: the backward costs two forwards; SD 1.5 at 512 px: 2.41 TFLOP); a training
+row's TFLOP/s is that × its images/s, given as a share of the card's data-sheet dense bf16 peak (`DATASHEET_BF16`) and
+of a measured bf16 8192³ matmul.
+
+With --full, also: the cached trainer at batch 16, 32 and 64 (512 px), and per memory saver (gradient checkpointing,
+8-bit AdamW, EMA on the CPU, all three, LoRA) the largest batch (doubling from 1 up to 64) that trains within 24 GB,
+the memory of a consumer card (`torch.cuda.set_per_process_memory_fraction`), with its speed.
+
 Prints one table and writes JSON.
 
-    python bench/gpu_sd15.py --compile  # on a GPU, the SD 1.5 architecture (a few minutes on an H100/H200)
-    python bench/gpu_sd15.py --smoke    # on the CPU, the same code with a tiny SD-architecture model (< 1 minute)
+    python bench/gpu_sd15.py --full --compile  # on a GPU, the SD 1.5 architecture, every row
+    python bench/gpu_sd15.py --compile         # on a GPU, without the batch sweep and the 24 GB rows
+    python bench/gpu_sd15.py --smoke --full    # on the CPU, the same code with a tiny SD-architecture model (about a minute)
 """
 from __future__ import annotations
 import json, os, shutil, tempfile, time, traceback
@@ -28,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from fastcore.script import call_parse
 
-from _common import machine_info, markdown_table, reference_row, reset_memory, sampling_rows, trainer_row, write_images
+from _common import machine_info, markdown_table, reference_row, reset_memory, sampling_rows, sync, trainer_row, write_images
 
 
 def sd15_architecture():
@@ -56,20 +66,104 @@ def measured(f, *args, **kwargs):
         return dict(error=f"{type(e).__name__}: {e}"[:300])
 
 
+# dense bf16 tensor-core peaks (TFLOP/s) of the cards' data sheets, by a name `torch.cuda.get_device_name` contains
+DATASHEET_BF16 = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0}
+
+
+def train_flops_per_image(model:Path, px:int) -> float:
+    "FLOPs of one training image at `px`: 3 × the UNet's forward (the backward costs two), counted once on the meta device."
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+    config = UNet2DConditionModel.load_config(model / "unet")
+    latent = px // (2 ** (len(json.loads((model / "vae" / "config.json").read_text())["block_out_channels"]) - 1))
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+        x = torch.randn(1, config["in_channels"], latent, latent)
+        text = torch.randn(1, 77, config["cross_attention_dim"])
+        with FlopCounterMode(display=False) as counter: unet(x, torch.tensor([500]), encoder_hidden_states=text)
+    return 3.0 * counter.get_total_flops()
+
+
+def matmul_tflops(device, dtype, n:int) -> float:
+    "Sustained TFLOP/s of an n×n×n matmul in `dtype` on `device` (the best of 5 timed rounds)."
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(6):
+        sync(device); t0 = time.perf_counter()
+        for _ in range(10): a @ b
+        sync(device); best = min(best, (time.perf_counter() - t0) / 10)
+    return 2 * n ** 3 / best / 1e12
+
+
+def peaks(device, name:str, smoke:bool) -> dict:
+    "The card's data-sheet bf16 peak (None if unknown) and the measured bf16 (CPU smoke: float32) matmul TFLOP/s."
+    sheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None) if device.type == "cuda" else None
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    return dict(datasheet_tflops=sheet, measured_tflops=matmul_tflops(device, dtype, 512 if smoke else 8192),
+                measured_dtype=str(dtype).removeprefix("torch."))
+
+
+def add_utilisation(rows:list, flops:dict, peak:dict):
+    "Per training row: TFLOP/s (FLOPs per image × images/s) and its share of the data-sheet and of the measured peak."
+    for r in rows:
+        if r["task"] != "train" or "error" in r or r["px"] not in flops: continue
+        r["tflops"] = r["images_per_s"] * flops[r["px"]] / 1e12
+        r["util_measured"] = r["tflops"] / peak["measured_tflops"]
+        if peak["datasheet_tflops"]: r["util_datasheet"] = r["tflops"] / peak["datasheet_tflops"]
+
+
+def largest_batch(try_batch, cap:int) -> tuple:
+    "(largest batch ≤ cap, doubling from 1, for which `try_batch(b)` ran without running out of memory; its row)."
+    best, row, b = 0, None, 1
+    while b <= cap:
+        try: got = try_batch(b)
+        except torch.cuda.OutOfMemoryError: break
+        if "error" in got:
+            if "out of memory" in got["error"].lower(): break
+            return best, got
+        best, row, b = b, got, b * 2
+    return best, row
+
+
 def table(rows:list, device_name:str) -> str:
     cells = []
     for r in rows:
         peak = r.get("peak_gb")
-        if "error" in r: cells.append([r["task"], r["how"], r["px"], r["batch"], f"failed: {r['error']}", "", "", "", ""])
-        elif r["task"] == "train":
+        if "error" in r: cells.append([r["task"], r["how"], r["px"], r["batch"], f"failed: {r['error']}", "", "", "", "", ""])
+        elif "skipped" in r: cells.append([r["task"], r["how"], r["px"], r["batch"], f"skipped: {r['skipped']}", "", "", "", "", ""])
+        elif r["task"] != "sample":
             ratio = f"{r['vs_reference']:.2f}x the reference" if "vs_reference" in r else None
-            cells.append([r["task"], r["how"], r["px"], r["batch"], f"{r['images_per_s']:.2f} images/s", ratio, r["trainable"], peak, r["setup_s"]])
+            util = (f"{r['tflops']:.1f} ({r['util_datasheet']:.0%} of the data sheet)" if "util_datasheet" in r else
+                    f"{r['tflops']:.3g} ({r['util_measured']:.0%} of the measured matmul)" if "tflops" in r else None)
+            cells.append([r["task"], r["how"], r["px"], r["batch"], f"{r['images_per_s']:.2f} images/s", ratio, util, r["trainable"], peak,
+                          r["setup_s"]])
         else:
             compiling = f"{r['compile_s']:.0f} (compiling)" if "compile_s" in r else None
             cells.append([r["task"], r["how"], r["px"], r["batch"], f"{r['it_per_s']:.2f} it/s", f"{r['over_unet']:.2f}x the UNet's time",
-                          None, peak, compiling])
-    return f"device: {device_name}\n\n" + markdown_table(cells, ["task", "how", "px", "batch", "speed", "ratio", "trainable params",
-                                                                 "peak GPU memory (GB)", "set-up (s)"])
+                          None, None, peak, compiling])
+    return f"device: {device_name}\n\n" + markdown_table(cells, ["task", "how", "px", "batch", "speed", "ratio", "TFLOP/s (utilisation)",
+                                                                 "trainable params", "peak GPU memory (GB)", "set-up (s)"])
+
+
+SAVERS = {"full fine-tuning": {}, "+ gradient checkpointing": dict(gradient_checkpointing=True),
+          "+ 8-bit AdamW": dict(optimizer="adamw8bit"), "+ EMA on the CPU": dict(ema_decay=0.9999, ema_device="cpu"),
+          "+ all three": dict(gradient_checkpointing=True, optimizer="adamw8bit", ema_decay=0.9999, ema_device="cpu"),
+          "LoRA r4": dict(lora_rank=4, lr=1e-4), "LoRA r4 + gradient checkpointing": dict(lora_rank=4, lr=1e-4, gradient_checkpointing=True)}
+
+
+def memory_rows(model, data, work, px:int, device, warmup:int, steps:int, memory_gb:float, smoke:bool) -> list:
+    "Per memory saver: the largest batch (doubling up to 64) that trains within `memory_gb` of GPU memory, with its speed."
+    rows, cap = [], 4 if smoke else 64  # on the CPU there is no cap to find: the search only runs
+    if device.type == "cuda": torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory))
+    try:
+        for how, settings in SAVERS.items():
+            if settings.get("optimizer") == "adamw8bit" and device.type == "cpu":
+                rows.append(dict(task=f"memory ({memory_gb:g} GB)", how=how, px=px, batch="-", skipped="bitsandbytes' 8-bit AdamW needs CUDA")); continue
+            best, row = largest_batch(lambda b: measured(trainer_row, model, data, work, px, b, device, warmup, steps, **settings), cap)
+            rows.append(dict(task=f"memory ({memory_gb:g} GB)", how=how, px=px, batch=best, **(row or dict(error="batch 1 does not fit"))))
+    finally:
+        if device.type == "cuda": torch.cuda.set_per_process_memory_fraction(1.0)
+    return rows
 
 
 @call_parse
@@ -79,6 +173,8 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
          batch:int=8,                           # Training batch size (every row)
          images:int=80,                         # Training images written
          compile:bool=False,                    # Also time `generate` with the UNet compiled (a minute or two of compiling)
+         full:bool=False,                       # Also the batch sweep (16, 32, 64) and the largest batches that fit in 24 GB per memory saver
+         memory_gb:float=24,                    # The memory cap of the 24 GB rows (a consumer card)
 ):
     "Training and sampling speed of SD 1.5 on this GPU: the project's trainer and pipeline against diffusers' way."
     device = torch.device("cpu" if smoke or not torch.cuda.is_available() else "cuda")
@@ -102,6 +198,11 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             from text2imagegen.data import ShapesWorld
             captions = [ShapesWorld(resolution=32)[i]["caption"] for i in range(images)]
         print(f"SD-architecture model and {images} images ({data}) written in {time.perf_counter() - t0:.0f} s", flush=True)
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
+        flops = {px: train_flops_per_image(model, px) for px in sizes}  # counted once, on the meta device
+        peak = peaks(device, name, smoke)
+        print(f"training FLOPs per image: {', '.join(f'{px} px {f / 1e12:.3g} TFLOP' for px, f in flops.items())}; peak: data sheet "
+              f"{peak['datasheet_tflops']} TFLOP/s, measured {peak['measured_dtype']} matmul {peak['measured_tflops']:.1f} TFLOP/s", flush=True)
         rows = []
         for px in sizes:
             ref = measured(reference_row, model, data, px, batch, device, warmup, steps)
@@ -120,6 +221,15 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))  # kept if a later part is cut short
             print(f"training at {px} px done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if full:
+            px, cached = sizes[-1], "trainer (cached latents + captions)"
+            for b in ([4] if smoke else [16, 32, 64]):  # the batch sweep: does a larger batch fill the GPU better?
+                rows.append(dict(task="train", how=cached, px=px, batch=b,
+                                 **measured(trainer_row, model, data, work, px, b, device, warmup, steps)))
+            rows += memory_rows(model, data, work, px, device, warmup, steps, memory_gb, smoke)
+            Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))
+            print(f"batch sweep and memory rows done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        add_utilisation(rows, flops, peak)
         sampled = measured(sampling_rows, model, sample_px, [1, 2] if smoke else [1, 8], sample_steps, device, captions, torch.bfloat16, rounds=2)
         rows += sampled if isinstance(sampled, list) else [dict(task="sample", how="all", px=sample_px, batch="-", **sampled)]
         Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))
@@ -128,8 +238,8 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             rows += [r for r in compiled if "compile" in r["how"]] if isinstance(compiled, list) else [
                 dict(task="sample", how="generate + torch.compile", px=sample_px, batch="-", **compiled)]
         machine = machine_info()
-        name = machine["gpu"] if device.type == "cuda" else "CPU (smoke: tiny SD-architecture model)"
-        result = dict(device=name, torch=torch.__version__, machine=machine, smoke=smoke, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)
+        result = dict(device=name, torch=torch.__version__, cuda=torch.version.cuda, machine=machine, smoke=smoke, full=full,
+                      train_flops_per_image=flops, peak=peak, data="shapes" if data == "shapes" else "imagefolder 640x480 JPEGs", seconds=time.perf_counter() - t0, rows=rows)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1))
         print(table(rows, name))

@@ -8,14 +8,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_sd15_smoke(tmp_path):
     "`bench/gpu_sd15.py --smoke` runs every row of the GPU benchmark on a tiny SD-architecture model on the CPU."
     out = tmp_path / "gpu_sd15.json"
-    proc = subprocess.run([sys.executable, "bench/gpu_sd15.py", "--smoke", "--out", str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "bench/gpu_sd15.py", "--smoke", "--full", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert not [r for r in rows if "error" in r], [r["error"] for r in rows if "error" in r]
-    train = {(r["how"], r["px"]): r for r in rows if r["task"] == "train"}
+    train = {(r["how"], r["px"]): r for r in rows if r["task"] == "train" and r["batch"] == 2}
     assert {px for _, px in train} == {32, 64}
+    flops, peak = {int(k): v for k, v in result["train_flops_per_image"].items()}, result["peak"]
+    assert flops[64] > 3 * flops[32] > 0 and peak["measured_tflops"] > 0 and peak["datasheet_tflops"] is None  # 4x the pixels
+    for r in (r for r in rows if r["task"] == "train"):  # utilisation: FLOPs per image x images/s over the measured peak
+        assert r["tflops"] == r["images_per_s"] * flops[r["px"]] / 1e12 and r["util_measured"] == r["tflops"] / peak["measured_tflops"]
+    assert [r["batch"] for r in rows if r["task"] == "train" and r["how"].startswith("trainer (cached") and r["px"] == 64] == [2, 4]
+    memory = {r["how"]: r for r in rows if r["task"].startswith("memory")}
+    assert {h for h, r in memory.items() if "skipped" in r} == {"+ 8-bit AdamW", "+ all three"}  # bitsandbytes needs CUDA
+    assert all(r["batch"] == 4 and r["images_per_s"] > 0 for r in memory.values() if "skipped" not in r)  # the search's cap on the CPU
     for (how, px), r in train.items():
         assert r["images_per_s"] > 0 and r["trainable"] > 0
         assert r["vs_reference"] == r["images_per_s"] / train[("reference (encode VAE + CLIP every step)", px)]["images_per_s"]
@@ -25,7 +33,7 @@ def test_gpu_sd15_smoke(tmp_path):
     assert set(sample) == {(how, b) for how in ("generate (project)", "StableDiffusionPipeline", "UNet alone") for b in (1, 2)}
     assert all(r["it_per_s"] > 0 for r in sample.values())
     assert all(sample[("UNet alone", b)]["over_unet"] == 1 for b in (1, 2))
-    assert "| task | how | px | batch | speed |" in proc.stdout and f"JSON: {out}" in proc.stdout
+    assert "| task | how | px | batch | speed | ratio | TFLOP/s (utilisation) |" in proc.stdout and f"JSON: {out}" in proc.stdout
 
 
 def test_lora_vs_full_smoke(tmp_path):
