@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("test_same_runs")
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "ddc9af3"  # grid captions set in DejaVu Sans: every grid's caption pixels moved there
 ADDED_SINCE = set()  # files a run writes today that it did not write at REFERENCE
-FIELDS_SINCE = set()  # config fields added since REFERENCE
+FIELDS_SINCE = {"channels_last", "compile_unet"}  # config fields added since REFERENCE
 ARGS = ["--shapes-pool", "32", "--val-size", "4", "--batch-size", "4", "--max-steps", "6", "--warmup-steps", "2",
         "--val-every", "3", "--checkpoint-every", "2", "--keep-checkpoints", "2", "--val-seeds", "0", "--sample-steps", "2",
         "--num-threads", "1", "--max-minutes", "0", "--probe-per-category", "2"]

@@ -271,9 +271,10 @@ def make_optimizer(name:str, # `adamw`, `adamw8bit` or a torch.optim class name
                    lr:float, # learning rate
                    weight_decay:float, # weight decay
                   ) -> torch.optim.Optimizer:
-    "The optimizer called `name`: torch's AdamW, bitsandbytes' 8-bit AdamW, or any torch.optim optimizer."
+    "The optimizer called `name`: torch's AdamW (fused: one kernel for all parameters), 8-bit AdamW, any torch.optim one."
     check_optimizer(name)
-    if name == "adamw": return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name in ("adamw", "adamw_fused"):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **{"foreach" if name == "adamw" else "fused": True})
     if name == "adamw8bit":
         try: import bitsandbytes as bnb
         except ImportError as e: raise ImportError("optimizer 'adamw8bit' needs bitsandbytes: pip install "
@@ -289,6 +290,8 @@ def setup_training(self:Trainer):
     else: self.trainable = list(unet.requires_grad_(True).parameters())
     unet.train()
     if cfg.gradient_checkpointing: unet.enable_gradient_checkpointing()
+    if cfg.channels_last: unet.to(memory_format=torch.channels_last)
+    if cfg.compile_unet: unet.compile()  # in place: the weights keep their names
     opt = make_optimizer(cfg.optimizer, self.trainable, cfg.lr, cfg.weight_decay)
     self.unet, self.optimizer = self.accelerator.prepare(unet, opt)
     self.ema = None if not cfg.ema_decay else EMAModel(self.trainable, decay=cfg.ema_decay, use_ema_warmup=True,

@@ -87,7 +87,7 @@ class TrainConfig:
     lr_schedule:str|None=None # `cosine`, `constant` or `linear` decay after warmup (None: the preset's)
     warmup_steps:int|None=None # linear warmup steps (None: the preset's)
     weight_decay:float|None=None # AdamW weight decay (None: the preset's)
-    optimizer:str="adamw" # `adamw`, `adamw8bit` (bitsandbytes: a quarter of AdamW's state memory) or a `torch.optim` optimizer by name, e.g. `SGD`
+    optimizer:str="adamw" # `adamw`, `adamw_fused` (torch's fused kernel: one launch per step), `adamw8bit` (bitsandbytes: a quarter of AdamW's state memory) or a `torch.optim` optimizer by name, e.g. `SGD`
     max_grad_norm:float=1.0 # gradient clipping norm
     caption_dropout:float=0.1 # probability of training a caption as the empty prompt (classifier-free guidance)
     caption_template:list|None=None # templates holding {caption}, one drawn per image and epoch, e.g. "a photo of {caption}" (None: the captions as they are)
@@ -107,6 +107,8 @@ class TrainConfig:
     prediction_type:str|None=None # `epsilon` or `v_prediction` (None: the model's; tiny: v_prediction, sd15: epsilon)
     mixed_precision:str|None=None # `no`, `fp16` or `bf16` (None: accelerate's configuration, as `accelerate launch --mixed_precision` or `accelerate config` set it, else `no`)
     gradient_checkpointing:bool=False # recompute the UNet's activations in the backward pass: less memory, ~30% slower
+    channels_last:bool=False # keep the UNet's weights and activations channels-last (faster convolutions on tensor-core GPUs; the same losses within float tolerance)
+    compile_unet:bool=False # compile the UNet for training with torch.compile (a minute or more up front; the same losses within float tolerance)
     allow_tf32:bool=False # TF32 matmuls on Ampere or newer GPUs: faster, slightly less precise
     cache_latents:bool|None=None # cache model-space images (VAE latents) on disk (None: whenever crops are centred)
     cache_dir:str|None=None # folder of the disk caches of caption states and latents (None: `default_cache_dir()/data`)
@@ -211,9 +213,9 @@ def _torch_optimizers() -> list:
                   and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
 
 def check_optimizer(name:str):
-    "Raise ValueError naming the accepted optimizers unless `name` is `adamw`, `adamw8bit` or a torch.optim optimizer."
-    if name not in ("adamw", "adamw8bit") and name not in _torch_optimizers():
-        raise ValueError(f"Unknown optimizer {name!r}; accepted: 'adamw', 'adamw8bit' (bitsandbytes) or a torch.optim "
+    "Raise ValueError naming the accepted optimizers unless `name` is `adamw`, `adamw_fused`, `adamw8bit` or a torch.optim one."
+    if name not in ("adamw", "adamw_fused", "adamw8bit") and name not in _torch_optimizers():
+        raise ValueError(f"Unknown optimizer {name!r}; accepted: 'adamw', 'adamw_fused', 'adamw8bit' (bitsandbytes) or a torch.optim "
                          f"optimizer: {', '.join(_torch_optimizers())}")
 
 def check_sample_settings(self:TrainConfig):
