@@ -20,7 +20,8 @@ Utilisation: the FLOPs of one training image are counted once, on the meta devic
 row's TFLOP/s is that × its images/s, given as a share of the card's data-sheet dense bf16 peak (`DATASHEET_BF16`) and
 of a measured bf16 8192³ matmul.
 
-With --full, also: the cached trainer at batch 16, 32 and 64 (512 px), and per memory saver (gradient checkpointing,
+With --full, also: the cached trainer at batch 16, 32 and 64 (512 px); at batch 8, its speed options (fused AdamW,
+channels-last, the UNet compiled by torch.compile, all three; `SPEED_OPTIONS`); and per memory saver (gradient checkpointing,
 8-bit AdamW, EMA on the CPU, all three, LoRA) the largest batch (doubling from 1 up to 64) that trains within 24 GB,
 the memory of a consumer card (`torch.cuda.set_per_process_memory_fraction`), with its speed.
 
@@ -106,7 +107,7 @@ def peaks(device, name:str, smoke:bool) -> dict:
 def add_utilisation(rows:list, flops:dict, peak:dict):
     "Per training row: TFLOP/s (FLOPs per image × images/s) and its share of the data-sheet and of the measured peak."
     for r in rows:
-        if r["task"] != "train" or "error" in r or r["px"] not in flops: continue
+        if r["task"] != "train" or "error" in r or "skipped" in r or r["px"] not in flops: continue
         r["tflops"] = r["images_per_s"] * flops[r["px"]] / 1e12
         r["util_measured"] = r["tflops"] / peak["measured_tflops"]
         if peak["datasheet_tflops"]: r["util_datasheet"] = r["tflops"] / peak["datasheet_tflops"]
@@ -145,6 +146,9 @@ def table(rows:list, device_name:str) -> str:
                                                                  "trainable params", "peak GPU memory (GB)", "set-up (s)"])
 
 
+SPEED_OPTIONS = {"trainer + fused AdamW": dict(optimizer="adamw_fused"), "trainer + channels-last": dict(channels_last=True),
+                 "trainer + compiled UNet": dict(compile_unet=True),
+                 "trainer + all three": dict(optimizer="adamw_fused", channels_last=True, compile_unet=True)}
 SAVERS = {"full fine-tuning": {}, "+ gradient checkpointing": dict(gradient_checkpointing=True),
           "+ 8-bit AdamW": dict(optimizer="adamw8bit"), "+ EMA on the CPU": dict(ema_decay=0.9999, ema_device="cpu"),
           "+ all three": dict(gradient_checkpointing=True, optimizer="adamw8bit", ema_decay=0.9999, ema_device="cpu"),
@@ -153,7 +157,7 @@ SAVERS = {"full fine-tuning": {}, "+ gradient checkpointing": dict(gradient_chec
 
 def memory_rows(model, data, work, px:int, device, warmup:int, steps:int, memory_gb:float, smoke:bool) -> list:
     "Per memory saver: the largest batch (doubling up to 64) that trains within `memory_gb` of GPU memory, with its speed."
-    rows, cap = [], 4 if smoke else 64  # on the CPU there is no cap to find: the search only runs
+    rows, cap = [], 2 if smoke else 64  # on the CPU there is no cap to find: the search only runs
     if device.type == "cuda": torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory))
     try:
         for how, settings in SAVERS.items():
@@ -226,6 +230,13 @@ def main(smoke:bool=False,                      # Tiny SD-architecture model on 
             for b in ([4] if smoke else [16, 32, 64]):  # the batch sweep: does a larger batch fill the GPU better?
                 rows.append(dict(task="train", how=cached, px=px, batch=b,
                                  **measured(trainer_row, model, data, work, px, b, device, warmup, steps)))
+            for how, settings in SPEED_OPTIONS.items():  # each against the cached trainer at the same batch
+                if "compile_unet" in settings and device.type == "cpu":
+                    rows.append(dict(task="train", how=how, px=px, batch=batch, skipped="inductor takes minutes on the CPU")); continue
+                rows.append(dict(task="train", how=how, px=px, batch=batch,
+                                 **measured(trainer_row, model, data, work, px, batch, device, warmup, steps, **settings)))
+                ref = next(r for r in rows if r["how"].startswith("reference") and r["px"] == px)
+                if "error" not in rows[-1] and "error" not in ref: rows[-1]["vs_reference"] = rows[-1]["images_per_s"] / ref["images_per_s"]
             rows += memory_rows(model, data, work, px, device, warmup, steps, memory_gb, smoke)
             Path(out).write_text(json.dumps(dict(partial=True, rows=rows), indent=1))
             print(f"batch sweep and memory rows done ({time.perf_counter() - t0:.0f} s)", flush=True)
